@@ -1,0 +1,1 @@
+"""xmlflow: real-time XML processing pipelines."""

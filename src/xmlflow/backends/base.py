@@ -1,0 +1,81 @@
+"""The three seams: where jobs are kept, where their events are logged, where they run.
+
+Each has an embedded implementation (SQLite + threads, :mod:`.embedded`) and a Redis
+one (:mod:`.redis`). The web layer and the worker see only these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..models import Event, EventType, Job, JobStatus
+
+
+class JobStore(Protocol):
+    """Job records. Each change of status goes through :meth:`EventLog.append`."""
+
+    def create(self, job: Job) -> Event:
+        """Save a new job and append its first event (``job`` / ``queued``)."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        pipeline: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """Newest first; returns one page and the total count."""
+
+    def claim(self, job_id: str) -> Job | None:
+        """Atomically move a queued job to running; None if it is not queued any more."""
+
+    def cancel(self, job_id: str) -> Job:
+        """End a queued job as cancelled, or flag a running one; raises NotFound/Conflict."""
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job and its events (its files are the caller's)."""
+
+    def unfinished(self) -> list[Job]:
+        """Jobs queued or running, oldest first: what a restart must look at."""
+
+    def expired(self, ended_before: float) -> list[str]:
+        """Ids of jobs that ended before the given time."""
+
+    def count_queued(self) -> int: ...
+
+
+class EventLog(Protocol):
+    """Append-only events per job, with replay from an id and live follow."""
+
+    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
+        """Append an event and fold it into the job record, atomically."""
+
+    def read(self, job_id: str, after: int = 0) -> list[Event]: ...
+
+    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Events after ``after``; blocks up to ``timeout`` seconds while there are none."""
+
+
+class Executor(Protocol):
+    """Runs ``execute_job(job_id)`` somewhere, some time soon."""
+
+    def submit(self, job_id: str) -> None: ...
+
+    def shutdown(self, wait: bool = True) -> None: ...
+
+
+@dataclass
+class Backend:
+    """The three seams, opened together for one process."""
+
+    store: JobStore
+    events: EventLog
+    executor: Executor
+    close: Callable[[], None]

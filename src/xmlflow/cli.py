@@ -1,0 +1,79 @@
+"""The ``xmlflow`` command line (click): serve, steps."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import XmlflowError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"})
+@click.version_option(package_name="xmlflow")
+@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+def main(log_level: str) -> None:
+    """xmlflow: upload XML, run a pipeline of steps on each file, watch it live."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="XMLFLOW_HOST")
+@click.option("--port", default=5000, show_default=True, type=int, envvar="XMLFLOW_PORT")
+def serve(host: str, port: int) -> None:
+    """Serve the web app and API (embedded mode: SQLite and in-process workers)."""
+    from werkzeug.serving import make_server
+
+    from .app import create_app
+
+    try:
+        app = create_app()
+    except XmlflowError as exc:
+        raise click.ClickException(exc.message) from exc
+    server = make_server(host, port, app, threaded=True)
+    server.daemon_threads = True
+    settings = app.extensions["xmlflow"].settings
+    click.echo(
+        f"xmlflow serving http://{host}:{server.port}/ "
+        f"(data: {settings.data_dir.resolve()}, config: {settings.config_path or 'built-in'})"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        app.extensions["xmlflow"].close()
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="XMLFLOW_CONFIG",
+              help="The config.py to read (default: ./config.py, else the built-in pipeline).")
+def steps(config_path: Path | None) -> None:
+    """List the configured pipelines and check that every step loads."""
+    from .pipeline import load_step, step_file
+    from .settings import load_settings
+
+    try:
+        settings = load_settings(config_path=config_path)
+    except XmlflowError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    click.echo(f"config: {settings.config_path or 'built-in default'}")
+    broken = 0
+    for name, specs in settings.pipelines.items():
+        click.echo(f"pipeline {name}:")
+        for i, spec in enumerate(specs):
+            where = step_file(spec, settings.steps_dir) or f"xmlflow.steps.{spec.id}"
+            try:
+                load_step(spec, settings.steps_dir)
+                state = "ok"
+            except XmlflowError as exc:
+                state, broken = f"BROKEN: {exc.message}", broken + 1
+            click.echo(
+                f"  {i + 1}. {spec.id} ({spec.name}) -> {spec.module}() in {where}"
+                f" delay={spec.delay:g} error_chance={spec.error_chance:g}  [{state}]"
+            )
+    sys.exit(1 if broken else 0)

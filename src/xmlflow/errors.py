@@ -1,0 +1,140 @@
+"""Every exception xmlflow raises on purpose.
+
+One base, :class:`XmlflowError`, with an HTTP status: errors derived from it are
+"nice" — their message is shown to users as is. Anything else is a bug and is
+logged with its traceback (the idea is Sphinx's ``SphinxError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class XmlflowError(Exception):
+    """Base of the errors whose message is meant for a person."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ConfigError(XmlflowError):
+    """A broken ``config.py``: names the entry and the reason, stops start-up."""
+
+    code = "config_error"
+
+
+class StepLoadError(ConfigError):
+    """A step's module or function cannot be found or imported."""
+
+    code = "step_load_error"
+
+
+class BadRequest(XmlflowError):
+    status_code = 400
+    code = "bad_request"
+
+
+class UploadTooLarge(XmlflowError):
+    status_code = 413
+    code = "upload_too_large"
+
+
+class UnsupportedMediaType(XmlflowError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class NotFound(XmlflowError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(XmlflowError):
+    status_code = 409
+    code = "conflict"
+
+
+class Unprocessable(XmlflowError):
+    status_code = 422
+    code = "unprocessable"
+
+
+class Unauthorized(XmlflowError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class QueueFull(XmlflowError):
+    """Back-pressure: too many jobs are waiting; the client should retry later."""
+
+    status_code = 503
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int = 5, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class BackendUnavailable(XmlflowError):
+    status_code = 503
+    code = "backend_unavailable"
+
+
+class StepFailed(XmlflowError):
+    """Raised by steps (or for them) with a message a person can act on."""
+
+    status_code = 422
+    code = "step_failed"
+
+
+class InjectedFailure(StepFailed):
+    """The failure that ``error_chance`` simulates."""
+
+    code = "injected_failure"
+
+
+class StepTimeout(StepFailed):
+    code = "step_timeout"
+
+
+class JobCancelled(XmlflowError):
+    """Raised inside a step when its job was cancelled; ends the job ``cancelled``."""
+
+    status_code = 409
+    code = "cancelled"
+
+
+class XmlError(StepFailed):
+    """XML that cannot be read: not well-formed, forbidden (entities, DTDs) or over a limit.
+
+    The message always starts with ``line L, column C:`` when the position is known,
+    so that users find the place in their file.
+    """
+
+    code = "xml_error"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        filename: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.line = line
+        self.column = column
+        self.filename = filename
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(
+            f"{where}{reason}",
+            details={"line": line, "column": column, "file": filename},
+        )

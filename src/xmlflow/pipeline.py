@@ -1,0 +1,248 @@
+"""Find steps and run them in order. No Flask, no storage: events go to a callback.
+
+Steps load through one path, user folder first (``processing_steps/<id>.py`` beside
+``config.py``), then xmlflow's built-ins (``xmlflow.steps.<id>``) — the way Sphinx
+loads its built-in extensions through the same registry as third-party ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import logging
+import random
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .errors import InjectedFailure, JobCancelled, StepFailed, StepLoadError, StepTimeout
+from .models import EventType, JobStatus, StepSpec, StepStatus
+from .step import Output, StepContext
+
+log = logging.getLogger(__name__)
+
+StepFunction = Callable[[StepContext], Any]
+Emit = Callable[[EventType, dict[str, Any]], None]
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress events: at most ~10 a second
+_load_lock = threading.Lock()
+_user_modules: dict[Path, tuple[float, ModuleType]] = {}
+
+
+def step_file(spec: StepSpec, steps_dir: Path | None) -> Path | None:
+    """The user's file for this step, if there is one."""
+    if steps_dir is None:
+        return None
+    candidate = steps_dir / f"{spec.id}.py"
+    return candidate if candidate.is_file() else None
+
+
+def load_step(spec: StepSpec, steps_dir: Path | None) -> StepFunction:
+    """Return the step's function; :class:`StepLoadError` says what was looked for and why not."""
+    path = step_file(spec, steps_dir)
+    module = _load_user_module(spec, path) if path else _load_builtin_module(spec, steps_dir)
+    where = str(path) if path else f"xmlflow.steps.{spec.id}"
+    func = getattr(module, spec.module, None)
+    if func is None:
+        raise StepLoadError(f"step {spec.id!r}: no function {spec.module!r} in {where}")
+    if not callable(func):
+        raise StepLoadError(f"step {spec.id!r}: {spec.module!r} in {where} is not a function")
+    return func  # type: ignore[no-any-return]
+
+
+def _load_user_module(spec: StepSpec, path: Path) -> ModuleType:
+    mtime = path.stat().st_mtime
+    with _load_lock:
+        cached = _user_modules.get(path)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        name = f"xmlflow_user_steps.{spec.id}_{abs(hash(str(path)))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise StepLoadError(f"step {spec.id!r}: cannot import {path}: {exc!r}") from exc
+        sys.modules[name] = module
+        _user_modules[path] = (mtime, module)
+        return module
+
+
+def _load_builtin_module(spec: StepSpec, steps_dir: Path | None) -> ModuleType:
+    name = f"xmlflow.steps.{spec.id}"
+    if importlib.util.find_spec(name) is None:
+        looked = f"{steps_dir / (spec.id + '.py')} nor " if steps_dir else ""
+        raise StepLoadError(
+            f"step {spec.id!r}: unknown id: there is neither {looked}a built-in step {name}"
+        )
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise StepLoadError(f"step {spec.id!r}: cannot import {name}: {exc!r}") from exc
+
+
+def check_pipelines(pipelines: dict[str, list[StepSpec]], steps_dir: Path | None) -> None:
+    """Load every step of every pipeline once, so a broken config fails at start-up."""
+    for name, specs in pipelines.items():
+        for i, spec in enumerate(specs):
+            try:
+                load_step(spec, steps_dir)
+            except StepLoadError as exc:
+                raise StepLoadError(f"pipeline {name!r}, step {i}: {exc.message}") from exc
+
+
+@dataclass
+class JobRun:
+    """One job's run through its pipeline; emits the events of ARCHITECTURE.md."""
+
+    job_id: str
+    specs: Sequence[StepSpec]
+    source: Path
+    workdir: Path
+    outdir: Path
+    filename: str
+    emit: Emit
+    is_cancelled: Callable[[], bool] = lambda: False
+    steps_dir: Path | None = None
+    config_dir: Path | None = None
+    job_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    step_timeout: float | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    outputs: dict[str, Output] = field(default_factory=dict)
+
+    def run(self) -> tuple[JobStatus, str | None]:
+        """Run every step; always cleans up, and returns the final status and error."""
+        status, error = JobStatus.SUCCEEDED, None
+        current = self.source
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.outdir.mkdir(parents=True, exist_ok=True)
+            for index, spec in enumerate(self.specs):
+                if status is not JobStatus.SUCCEEDED:
+                    self._step_event(index, spec, StepStatus.SKIPPED)
+                    continue
+                status, error, current = self._run_step(index, spec, current)
+        finally:
+            self._clean_up()
+        return status, error
+
+    def _run_step(
+        self, index: int, spec: StepSpec, current: Path
+    ) -> tuple[JobStatus, str | None, Path]:
+        started = time.monotonic()
+        self._step_event(index, spec, StepStatus.RUNNING)
+        deadline = started + self.step_timeout if self.step_timeout else None
+        try:
+            ctx = self._context(index, spec, current, deadline)
+            self._wait_delay(spec.delay, deadline)
+            if spec.error_chance and self.rng.random() < spec.error_chance:
+                raise InjectedFailure(
+                    f"injected failure: step {spec.id!r} has error_chance={spec.error_chance}"
+                )
+            load_step(spec, self.steps_dir)(ctx)
+            if self.is_cancelled():
+                raise JobCancelled("cancelled")
+        except JobCancelled:
+            self._step_event(index, spec, StepStatus.SKIPPED, started, "cancelled")
+            return JobStatus.CANCELLED, "cancelled by request", current
+        except Exception as exc:
+            message = describe_failure(spec, exc)
+            self._step_event(index, spec, StepStatus.FAILED, started, message)
+            return JobStatus.FAILED, message, current
+        for output in ctx.outputs:
+            self.outputs[output.name] = output
+        self._step_event(index, spec, StepStatus.SUCCEEDED, started)
+        return JobStatus.SUCCEEDED, None, ctx.passed_on or current
+
+    def _context(
+        self, index: int, spec: StepSpec, current: Path, deadline: float | None
+    ) -> StepContext:
+        options = {**spec.options, **self.job_options.get(spec.id, {})}
+        return StepContext(
+            job_id=self.job_id,
+            step_id=spec.id,
+            input=current,
+            workdir=self.workdir,
+            outdir=self.outdir,
+            filename=self.filename,
+            options=options,
+            config_dir=self.config_dir,
+            log=logging.getLogger(f"xmlflow.steps.{spec.id}"),
+            _report=_Throttle(index, self.emit),
+            _is_cancelled=lambda: self._check(deadline),
+        )
+
+    def _check(self, deadline: float | None) -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            raise StepTimeout(f"step timed out after {self.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT)")
+        return self.is_cancelled()
+
+    def _wait_delay(self, delay: float, deadline: float | None) -> None:
+        """Sleep ``delay`` seconds in small slices, so cancel and timeout act within 0.1 s."""
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if self._check(deadline):
+                raise JobCancelled("cancelled")
+            time.sleep(min(left, 0.05))
+
+    def _step_event(
+        self,
+        index: int,
+        spec: StepSpec,
+        status: StepStatus,
+        started: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {
+            "index": index,
+            "total": len(self.specs),
+            "id": spec.id,
+            "name": spec.name,
+            "status": str(status),
+        }
+        if started is not None:
+            data["elapsed"] = round(time.monotonic() - started, 3)
+        if error is not None:
+            data["error"] = error
+        self.emit(EventType.STEP, data)
+
+    def _clean_up(self) -> None:
+        """Delete the uploaded source and the scratch folder: only outputs are kept."""
+        with contextlib.suppress(FileNotFoundError):
+            self.source.unlink()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def describe_failure(spec: StepSpec, exc: BaseException) -> str:
+    """A message a person can act on: ours as is, anything else with its type."""
+    if isinstance(exc, StepFailed | StepLoadError):
+        return exc.message
+    log.error("step %r raised an unexpected error", spec.id, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Throttle:
+    """Turns ``ctx.progress()`` calls into at most ~10 progress events a second."""
+
+    def __init__(self, index: int, emit: Emit) -> None:
+        self.index = index
+        self.emit = emit
+        self.last = 0.0
+
+    def __call__(self, fraction: float, message: str | None) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_INTERVAL:
+            return
+        self.last = now
+        data: dict[str, Any] = {"index": self.index, "fraction": round(fraction, 4)}
+        if message is not None:
+            data["message"] = message
+        self.emit(EventType.PROGRESS, data)

@@ -1,0 +1,208 @@
+"""The service: settings, a backend and the job files, and what happens to a job around its run.
+
+The web layer, the CLI and every worker build one :class:`Service` and go through it;
+it owns the layout of ``XMLFLOW_DATA_DIR``::
+
+    data/xmlflow.db             embedded job store and event log
+    data/incoming/              uploads being received (renamed into place when complete)
+    data/jobs/<id>/source       the uploaded file, deleted when the job ends
+    data/jobs/<id>/work/        the steps' scratch folder, deleted when the job ends
+    data/jobs/<id>/out/         outputs, kept until the retention period ends
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .backends import Backend, open_backend
+from .errors import Conflict, NotFound, QueueFull
+from .models import EventType, Job, JobStatus
+from .pipeline import check_pipelines
+from .settings import Settings
+from .step import safe_output_name
+
+log = logging.getLogger(__name__)
+
+
+def new_job_id() -> str:
+    """128 random bits: job ids are unguessable, since knowing one gives its outputs."""
+    return secrets.token_hex(16)
+
+
+def output_url(job_id: str, name: str) -> str:
+    return f"/api/jobs/{job_id}/outputs/{name}"
+
+
+def display_name(name: str | None) -> str:
+    """The client's file name made harmless for display and output names; never a path."""
+    try:
+        return safe_output_name(name or "")
+    except ValueError:
+        return "upload.xml"
+
+
+class Service:
+    """One per process: the settings, the backend, and the job files."""
+
+    def __init__(self, settings: Settings, *, start_workers: bool = True) -> None:
+        from .worker import execute_job
+
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        for sub in ("incoming", "jobs"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        check_pipelines(settings.pipelines, settings.steps_dir)
+        self.backend: Backend = open_backend(settings, lambda job_id: execute_job(self, job_id))
+        self._stop = threading.Event()
+        self._lock_file: IO[bytes] | None = None
+
+    @property
+    def store(self) -> Any:
+        return self.backend.store
+
+    @property
+    def events(self) -> Any:
+        return self.backend.events
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        if not job_id.isalnum():
+            raise NotFound(f"no job {job_id!r}")
+        return self.data_dir / "jobs" / job_id
+
+    def incoming_file(self) -> tuple[Path, IO[bytes]]:
+        """A new, private file to receive an upload into."""
+        path = self.data_dir / "incoming" / f"{secrets.token_hex(16)}.part"
+        return path, open(path, "xb")  # noqa: SIM115 - the caller closes it
+
+    def output_path(self, job: Job, name: str) -> Path:
+        """The file of one of the job's outputs; only names the job registered are served."""
+        if name not in {o.name for o in job.outputs}:
+            raise NotFound(f"job {job.id} has no output {name!r}")
+        path = self.job_dir(job.id) / "out" / name
+        if not path.is_file():
+            raise NotFound(f"output {name!r} of job {job.id} is gone (retention ended?)")
+        return path
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        received: Path,
+        filename: str | None,
+        *,
+        pipeline: str | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+    ) -> Job:
+        """Turn a completely received upload into a queued job and hand it to the executor."""
+        specs = self.settings.pipeline(pipeline)
+        if self.store.count_queued() >= self.settings.max_queued:
+            raise QueueFull(
+                f"{self.settings.max_queued} jobs are already waiting (XMLFLOW_MAX_QUEUED); "
+                "try again shortly",
+                retry_after=5,
+            )
+        job = Job(
+            id=new_job_id(),
+            filename=display_name(filename),
+            size=received.stat().st_size,
+            pipeline_name=pipeline or "default",
+            pipeline=specs,
+            options=options or {},
+        )
+        job_dir = self.job_dir(job.id)
+        job_dir.mkdir(parents=True)
+        os.replace(received, job_dir / "source")
+        self.store.create(job)
+        self.backend.executor.submit(job.id)
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.store.cancel(job_id)
+        if job.status is JobStatus.CANCELLED:
+            self._discard_inputs(job_id)
+        return job  # type: ignore[no-any-return]
+
+    def delete(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if not job.status.finished:
+            raise Conflict(f"job {job_id} is {job.status}: cancel it first")
+        self.store.delete(job_id)
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def _discard_inputs(self, job_id: str) -> None:
+        job_dir = self.job_dir(job_id)
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / "source").unlink()
+        shutil.rmtree(job_dir / "work", ignore_errors=True)
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take over the data folder: end jobs a dead process left running, rerun queued ones."""
+        if not self.settings.redis_url:
+            self._lock_data_dir()
+            self._recover()
+        threading.Thread(target=self._sweep_loop, name="xmlflow-sweeper", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.backend.close()
+
+    def _lock_data_dir(self) -> None:
+        """One embedded server per data folder: a second one would 'recover' live jobs."""
+        self._lock_file = open(self.data_dir / "xmlflow.lock", "wb")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(
+                f"another xmlflow process is serving {self.data_dir} in embedded mode; "
+                "use another XMLFLOW_DATA_DIR, or XMLFLOW_REDIS_URL to run several"
+            ) from None
+
+    def _recover(self) -> None:
+        for job in self.store.unfinished():
+            if job.status is JobStatus.RUNNING:
+                log.warning("job %s was running when the server stopped: interrupted", job.id)
+                self._discard_inputs(job.id)
+                self.events.append(job.id, EventType.END, interrupted_end())
+            else:
+                self.backend.executor.submit(job.id)
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval):
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("retention sweep failed; will try again")
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove the jobs that ended longer ago than the retention period."""
+        cutoff = (now or time.time()) - self.settings.retention_hours * 3600
+        expired = self.store.expired(cutoff)
+        for job_id in expired:
+            self.store.delete(job_id)
+            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        if expired:
+            log.info("retention: removed %d job(s)", len(expired))
+        return len(expired)
+
+
+def interrupted_end() -> dict[str, Any]:
+    return {
+        "status": "interrupted",
+        "error": "the server stopped while this job was running; upload the file again",
+        "outputs": [],
+    }

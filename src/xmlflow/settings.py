@@ -1,0 +1,218 @@
+"""Settings: defaults, then ``XMLFLOW_*`` environment variables, then explicit overrides.
+
+Also loads and validates ``config.py`` (the seed's ``PROCESSING_STEPS``, and named
+``PIPELINES``) so that a broken configuration stops start-up with the entry and the
+reason, instead of failing at the first upload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import keyword
+import os
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .models import StepSpec
+
+DEFAULT_PIPELINE = "default"
+STEP_KEYS = frozenset({"id", "name", "module", "delay", "error_chance", "options"})
+BUILTIN_STEPS: list[dict[str, Any]] = [
+    {
+        "id": "process_xml",
+        "name": "Processing XML and Generating JSON Structures",
+        "module": "run_xml_processing_step",
+        "delay": 0.0,
+        "error_chance": 0.0,
+    },
+    {
+        "id": "cleanup",
+        "name": "Finalizing and Cleaning Up",
+        "module": "run_cleanup_step",
+        "delay": 0.0,
+        "error_chance": 0.0,
+    },
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that can be configured; one instance per process, passed explicitly."""
+
+    data_dir: Path = Path("data")
+    config_path: Path | None = None
+    max_upload_mb: float = 1024.0
+    workers: int = 2
+    retention_hours: float = 24.0
+    max_queued: int = 1000
+    step_timeout: float | None = None
+    sse_keepalive: float = 15.0
+    sse_retry_ms: int = 2000
+    redis_url: str | None = None
+    api_token: str | None = None
+    secret_key: str | None = None
+    sweep_interval: float = 60.0
+    pipelines: dict[str, list[StepSpec]] = field(default_factory=dict)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def config_dir(self) -> Path | None:
+        return self.config_path.parent if self.config_path else None
+
+    @property
+    def steps_dir(self) -> Path | None:
+        """The user's ``processing_steps/`` folder: beside ``config.py``."""
+        return self.config_dir / "processing_steps" if self.config_dir else None
+
+    def pipeline(self, name: str | None = None) -> list[StepSpec]:
+        name = name or DEFAULT_PIPELINE
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown pipeline {name!r}", details={"pipelines": sorted(self.pipelines)}
+            ) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "XMLFLOW_DATA_DIR": ("data_dir", Path),
+    "XMLFLOW_CONFIG": ("config_path", Path),
+    "XMLFLOW_MAX_UPLOAD_MB": ("max_upload_mb", float),
+    "XMLFLOW_WORKERS": ("workers", int),
+    "XMLFLOW_RETENTION_HOURS": ("retention_hours", float),
+    "XMLFLOW_MAX_QUEUED": ("max_queued", int),
+    "XMLFLOW_STEP_TIMEOUT": ("step_timeout", float),
+    "XMLFLOW_SSE_KEEPALIVE": ("sse_keepalive", float),
+    "XMLFLOW_REDIS_URL": ("redis_url", str),
+    "XMLFLOW_API_TOKEN": ("api_token", str),
+    "XMLFLOW_SECRET_KEY": ("secret_key", str),
+    "XMLFLOW_SWEEP_INTERVAL": ("sweep_interval", float),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, cwd: Path | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings: defaults < environment < ``overrides``; then load the pipelines."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var, (name, convert) in _ENV.items():
+        raw = environ.get(var, "").strip()
+        if raw:
+            try:
+                values[name] = convert(raw)
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid {convert.__name__}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("config_path") is None:
+        local = (cwd or Path.cwd()) / "config.py"
+        values["config_path"] = local if local.is_file() else None
+    settings = Settings(**values)
+    _check_numbers(settings)
+    if settings.config_path is not None:
+        settings = settings.replace(config_path=settings.config_path.resolve())
+    if not settings.pipelines:
+        settings = settings.replace(pipelines=load_pipelines(settings.config_path))
+    return settings
+
+
+def _check_numbers(s: Settings) -> None:
+    checks = {
+        "XMLFLOW_MAX_UPLOAD_MB": s.max_upload_mb > 0,
+        "XMLFLOW_WORKERS": s.workers >= 1,
+        "XMLFLOW_RETENTION_HOURS": s.retention_hours > 0,
+        "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,
+        "XMLFLOW_STEP_TIMEOUT": s.step_timeout is None or s.step_timeout > 0,
+        "XMLFLOW_SSE_KEEPALIVE": 0 < s.sse_keepalive <= 15,
+    }
+    for var, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"{var} is out of range")
+
+
+def load_pipelines(config_path: Path | None) -> dict[str, list[StepSpec]]:
+    """Read ``PROCESSING_STEPS`` / ``PIPELINES`` from ``config.py`` (or the built-in default)."""
+    if config_path is None:
+        return {DEFAULT_PIPELINE: parse_steps(BUILTIN_STEPS, "built-in default")}
+    if not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+    try:
+        namespace = runpy.run_path(str(config_path))
+    except Exception as exc:
+        raise ConfigError(f"{config_path}: cannot be loaded: {exc!r}") from exc
+    return pipelines_from_namespace(namespace, str(config_path))
+
+
+def pipelines_from_namespace(ns: Mapping[str, Any], where: str) -> dict[str, list[StepSpec]]:
+    pipelines: dict[str, list[StepSpec]] = {}
+    declared = ns.get("PIPELINES")
+    if declared is not None:
+        if not isinstance(declared, dict) or not declared:
+            raise ConfigError(f"{where}: PIPELINES must be a non-empty dict of name -> steps")
+        for name, steps in declared.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"{where}: PIPELINES has a name that is not a string: {name!r}")
+            pipelines[name] = parse_steps(steps, f"{where}: PIPELINES[{name!r}]")
+    if "PROCESSING_STEPS" in ns:
+        pipelines[DEFAULT_PIPELINE] = parse_steps(ns["PROCESSING_STEPS"], f"{where}: PROCESSING_STEPS")
+    if not pipelines:
+        raise ConfigError(f"{where}: defines neither PROCESSING_STEPS nor PIPELINES")
+    if DEFAULT_PIPELINE not in pipelines:
+        pipelines[DEFAULT_PIPELINE] = next(iter(pipelines.values()))
+    return pipelines
+
+
+def parse_steps(entries: Any, where: str) -> list[StepSpec]:
+    if not isinstance(entries, list | tuple) or not entries:
+        raise ConfigError(f"{where} must be a non-empty list of step entries")
+    specs = [parse_step(entry, f"{where}[{i}]") for i, entry in enumerate(entries)]
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.id in seen:
+            raise ConfigError(f"{where}[{i}] (id {spec.id!r}): duplicate id in the same pipeline")
+        seen.add(spec.id)
+    return specs
+
+
+def parse_step(entry: Any, where: str) -> StepSpec:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: a step entry must be a dict, not {type(entry).__name__}")
+    label = f"{where} (id {entry.get('id')!r})"
+    unknown = set(entry) - STEP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{label}: unknown key(s) {sorted(unknown)}; allowed: {sorted(STEP_KEYS)}"
+        )
+    for key in ("id", "module"):
+        value = entry.get(key)
+        if not isinstance(value, str) or not value.isidentifier() or keyword.iskeyword(value):
+            raise ConfigError(f"{label}: {key!r} must be a Python identifier, got {value!r}")
+    name = entry.get("name", entry["id"])
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{label}: 'name' must be a non-empty string")
+    delay = _number(entry.get("delay", 0.0), f"{label}: 'delay'")
+    if delay < 0:
+        raise ConfigError(f"{label}: 'delay' must not be negative, got {delay}")
+    chance = _number(entry.get("error_chance", 0.0), f"{label}: 'error_chance'")
+    if not 0.0 <= chance <= 1.0:
+        raise ConfigError(f"{label}: 'error_chance' must be between 0 and 1, got {chance}")
+    options = entry.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{label}: 'options' must be a dict")
+    return StepSpec(entry["id"], name, entry["module"], delay, chance, dict(options))
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+    return float(value)

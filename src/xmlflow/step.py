@@ -1,0 +1,188 @@
+"""The step contract: what a pipeline step gets, and what it may do.
+
+A step is a plain function that takes one argument, the :class:`StepContext`::
+
+    # processing_steps/count_records.py
+    def run_count_step(ctx):
+        n = 0
+        with ctx.input.open("rb") as f:
+            for line in f:
+                n += line.count(b"<record")
+                if ctx.cancelled:
+                    return
+        with ctx.open_output("count.txt", "w") as out:
+            out.write(f"{n}\\n")
+        ctx.log.info("counted %d records", n)
+
+and is declared in ``config.py``::
+
+    PROCESSING_STEPS = [
+        {"id": "count_records", "name": "Count records",
+         "module": "run_count_step", "delay": 0, "error_chance": 0.0},
+    ]
+
+``id`` names the file (``processing_steps/count_records.py`` beside ``config.py``,
+found before xmlflow's built-in steps), ``module`` the function in it (the seed's
+naming, kept for compatibility).
+
+Rules a step follows:
+
+- Read ``ctx.input``: the uploaded file, or the document an earlier step passed on
+  with :meth:`StepContext.pass_on`. Never modify it in place.
+- Write results with :meth:`StepContext.open_output`: the file appears as an output
+  only once the ``with`` block ends without an error (it is written to a temporary
+  name and renamed), so a failed job never offers half a file.
+- Report progress with :meth:`StepContext.progress` as often as you like: it is
+  throttled to about ten events a second.
+- Check :attr:`StepContext.cancelled` in long loops and return (or raise
+  :class:`~xmlflow.errors.JobCancelled`) when it is true.
+- Raise an exception to fail: :class:`~xmlflow.errors.StepFailed` for a message a
+  person can act on; any other exception also fails the step, with its text.
+
+This module imports neither Flask nor a storage backend: steps run the same in the
+web process, in an RQ worker and under ``xmlflow run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["Output", "StepContext"]
+
+
+@dataclass(frozen=True)
+class Output:
+    """A finished file a step produced, kept until the job's retention ends."""
+
+    name: str
+    path: Path
+    size: int
+    media_type: str = "application/octet-stream"
+
+
+def _media_type(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return {
+        ".json": "application/json",
+        ".jsonl": "application/x-ndjson",
+        ".xml": "application/xml",
+        ".zip": "application/zip",
+        ".txt": "text/plain; charset=utf-8",
+        ".csv": "text/csv; charset=utf-8",
+        ".html": "text/html; charset=utf-8",
+    }.get(suffix, "application/octet-stream")
+
+
+def safe_output_name(name: str) -> str:
+    """Reduce ``name`` to one harmless file name: no folders, no dot files, no controls."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = "".join(c for c in base if c.isprintable() and c not in '<>:"|?*').strip(" .")
+    if not cleaned:
+        raise ValueError(f"not a usable output name: {name!r}")
+    return cleaned[:200]
+
+
+@dataclass
+class StepContext:
+    """Everything a step may use. Built by the runner, one per step run."""
+
+    job_id: str
+    step_id: str
+    input: Path
+    """The document this step reads."""
+    workdir: Path
+    """A folder of this job's where the step may write whatever it needs."""
+    filename: str
+    """The uploaded file's (sanitised) name, for display and output names."""
+    outdir: Path | None = None
+    """Where finished outputs go (the runner sets it; defaults to ``workdir``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The step's ``options`` from ``config.py``, merged with per-job options."""
+    config_dir: Path | None = None
+    """The folder of the ``config.py`` in use: resolve relative option paths here."""
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("xmlflow.steps"))
+    _report: Callable[[float, str | None], None] = field(
+        default=lambda fraction, message: None, repr=False
+    )
+    _is_cancelled: Callable[[], bool] = field(default=lambda: False, repr=False)
+    outputs: list[Output] = field(default_factory=list)
+    passed_on: Path | None = None
+
+    @property
+    def stem(self) -> str:
+        """The upload's name without its extension: the usual base of output names."""
+        return Path(self.filename).stem or "document"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel the job: stop soon."""
+        return self._is_cancelled()
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far the step is (0..1) with an optional short message."""
+        self._report(min(max(float(fraction), 0.0), 1.0), message)
+
+    @contextlib.contextmanager
+    def open_output(
+        self, name: str, mode: str = "wb", *, encoding: str | None = None
+    ) -> Iterator[IO[Any]]:
+        """Write an output file atomically; it is registered when the block succeeds.
+
+        ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise).
+        """
+        if mode not in ("w", "wb"):
+            raise ValueError("open_output() writes new files: mode must be 'w' or 'wb'")
+        final = self.output_dir / safe_output_name(name)
+        fd, tmp = tempfile.mkstemp(dir=self.output_dir, prefix=".partial-", suffix=".tmp")
+        try:
+            text = mode == "w"
+            with os.fdopen(fd, mode, encoding=(encoding or "utf-8") if text else None) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self.add_output(final)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.outdir or self.workdir
+
+    def add_output(self, path: Path, name: str | None = None) -> Output:
+        """Register a complete file under ``workdir`` as a downloadable output.
+
+        The file is moved into the job's output folder under ``name`` (or its own name).
+        """
+        resolved = Path(path).resolve()
+        inside = any(resolved.is_relative_to(d.resolve()) for d in (self.workdir, self.output_dir))
+        if not inside or not resolved.is_file():
+            raise ValueError(f"outputs must be files inside the job's work folder: {path}")
+        final_name = safe_output_name(name or resolved.name)
+        final = self.output_dir.resolve() / final_name
+        if final != resolved:
+            os.replace(resolved, final)
+        output = Output(
+            name=final_name,
+            path=final,
+            size=final.stat().st_size,
+            media_type=_media_type(final_name),
+        )
+        self.outputs = [o for o in self.outputs if o.name != output.name] + [output]
+        return output
+
+    def pass_on(self, path: Path) -> None:
+        """Make ``path`` (a file under ``workdir``) the input of the steps after this one."""
+        resolved = Path(path).resolve()
+        if not resolved.is_relative_to(self.workdir.resolve()) or not resolved.is_file():
+            raise ValueError(f"only files inside the job's work folder can be passed on: {path}")
+        self.passed_on = resolved

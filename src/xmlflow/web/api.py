@@ -1,0 +1,141 @@
+"""Uploads, job status, cancel and downloads: the JSON side of the service."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, request, send_file
+
+from ..errors import BadRequest, NotFound, XmlflowError
+from ..models import Job, JobStatus
+from ..service import output_url
+from . import service
+from .uploads import UploadRequest, take_uploads
+
+bp = Blueprint("api", __name__)
+
+
+def job_urls(job: Job) -> dict[str, str]:
+    return {
+        "id": job.id,
+        "url": f"/api/jobs/{job.id}",
+        "stream_url": f"/stream/{job.id}",
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    d = job.to_dict()
+    del d["pipeline"], d["last_event_id"]
+    d["pipeline"] = job.pipeline_name
+    del d["pipeline_name"]
+    d.update(job_urls(job))
+    d["outputs"] = [{**o, "url": output_url(job.id, o["name"])} for o in d["outputs"]]
+    d["elapsed"] = _elapsed(job)
+    d["last_event_id"] = job.last_event_id
+    return d
+
+
+def _elapsed(job: Job) -> float | None:
+    if job.started_at is None:
+        return None
+    return round((job.ended_at or time.time()) - job.started_at, 3)
+
+
+@bp.post("/upload")
+@bp.post("/api/jobs")
+def upload() -> tuple[dict[str, Any], int]:
+    """Create one job per uploaded file (multipart field ``file``)."""
+    req: UploadRequest = request  # type: ignore[assignment]
+    svc = service()
+    pipeline = request.form.get("pipeline") or None
+    if pipeline is not None and pipeline not in svc.settings.pipelines:
+        raise BadRequest(
+            f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(svc.settings.pipelines)}
+        )
+    files = take_uploads(req)
+    if not files:
+        raise BadRequest("no file: send one or more files in the multipart field 'file'")
+    jobs = []
+    try:
+        while files:
+            path, name = files[0]
+            jobs.append(svc.submit(path, name, pipeline=pipeline))
+            files.pop(0)
+    finally:
+        for path, _ in files:  # not turned into jobs (queue full): leave nothing behind
+            path.unlink(missing_ok=True)
+    return {"jobs": [job_urls(j) for j in jobs]}, 202
+
+
+@bp.get("/api/jobs")
+def list_jobs() -> dict[str, Any]:
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    status = request.args.get("status")
+    try:
+        status_filter = JobStatus(status) if status else None
+    except ValueError:
+        raise BadRequest(
+            f"unknown status {status!r}", details={"allowed": [str(s) for s in JobStatus]}
+        ) from None
+    jobs, total = service().store.list(
+        status=status_filter, pipeline=request.args.get("pipeline"), limit=limit, offset=offset
+    )
+    return {"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+def get_job_or_404(job_id: str) -> Job:
+    job = service().store.get(job_id) if job_id.isalnum() else None
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return job  # type: ignore[no-any-return]
+
+
+@bp.get("/api/jobs/<job_id>")
+def get_job(job_id: str) -> dict[str, Any]:
+    return job_json(get_job_or_404(job_id))
+
+
+@bp.delete("/api/jobs/<job_id>")
+def delete_job(job_id: str) -> tuple[str, int]:
+    get_job_or_404(job_id)
+    service().delete(job_id)
+    return "", 204
+
+
+@bp.post("/api/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> tuple[dict[str, Any], int]:
+    get_job_or_404(job_id)
+    service().cancel(job_id)
+    return job_json(get_job_or_404(job_id)), 202
+
+
+@bp.get("/api/jobs/<job_id>/outputs")
+def list_outputs(job_id: str) -> dict[str, Any]:
+    return {"outputs": job_json(get_job_or_404(job_id))["outputs"]}
+
+
+@bp.get("/api/jobs/<job_id>/outputs/<name>")
+def download(job_id: str, name: str) -> Response:
+    job = get_job_or_404(job_id)
+    path = service().output_path(job, name)
+    media = next(o.media_type for o in job.outputs if o.name == name)
+    return send_file(path, mimetype=media, as_attachment=True, download_name=name)
+
+
+def error_response(exc: XmlflowError) -> tuple[dict[str, Any], int]:
+    return exc.to_dict(), exc.status_code

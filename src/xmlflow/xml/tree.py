@@ -1,0 +1,232 @@
+"""One element subtree → xmltodict-shaped Python values, with the cleaning rules.
+
+This is the hot loop of every conversion (one call per element of the document),
+so it is written for speed: one recursive method, names cached per tag, the path
+tracked only when a path option needs it, no per-element allocation beyond the
+result. The shapes are xmltodict's (``process_namespaces=False``):
+
+>>> from lxml import etree
+>>> from xmlflow.xml.options import ConvertOptions
+>>> TreeConverter(ConvertOptions()).convert(etree.fromstring('<a x="1">t<b/><b>2</b></a>'))
+{'@x': '1', 'b': '2', '#text': 't'}
+
+(the empty ``<b/>`` is dropped by the default cleaning; with ``drop_empty=False``
+it becomes ``None`` and ``b`` a list, as in xmltodict).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lxml import etree
+
+from xmlflow.errors import XmlError
+from xmlflow.xml.options import ConvertOptions
+from xmlflow.xml.parser import MAX_ATTRIBUTES
+
+__all__ = ["DROP", "TreeConverter", "coerce"]
+
+DROP: Any = object()
+"""Returned for an element that cleaning removes (empty, or listed in ``drop``)."""
+
+XML_NS = "{http://www.w3.org/XML/1998/namespace}"
+_WS = re.compile(r"\s+")
+_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def coerce(text: str) -> Any:
+    """``"42"`` → 42, ``"4.2"`` → 4.2, ``"true"`` → True; anything else unchanged.
+
+    Leading zeros (``"007"``, zip codes, ids) stay strings on purpose.
+    """
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+class TreeConverter:
+    """Converts element subtrees with one set of options; counts elements converted."""
+
+    def __init__(self, options: ConvertOptions) -> None:
+        self.o = options
+        self.elements = 0
+        self.has_namespaces = False
+        """Set by the driver once a namespace declaration was seen (slow path on)."""
+        self._names: dict[Any, str] = {}
+        self._attr_prefix = options.attr_prefix
+        self._text_key = options.text_key
+        self._track = options.needs_paths
+        self._special = bool(
+            options.drop or options.rename or options.rename_paths or options.force_list
+        )
+
+    # -- names -----------------------------------------------------------------
+
+    def name(self, el: Any) -> str:
+        """The key for ``el``: ``prefix:local`` as written, stripped or mapped."""
+        tag = el.tag
+        key = tag if tag[0] != "{" else (tag, el.prefix)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = self._qualify(tag, el.prefix)
+        return name
+
+    def _qualify(self, tag: str, prefix: str | None) -> str:
+        if tag[0] != "{":
+            return tag
+        uri, _, local = tag[1:].partition("}")
+        ns = self.o.namespaces
+        if ns == "strip":
+            return local
+        if ns == "keep":
+            return f"{prefix}:{local}" if prefix else local
+        short = ns.get(uri, uri)
+        return f"{short}:{local}" if short else local
+
+    def _attr_name(self, key: str, el: Any) -> str:
+        if key[0] != "{":
+            return self._attr_prefix + key
+        if key.startswith(XML_NS):
+            return f"{self._attr_prefix}xml:{key[len(XML_NS):]}"
+        uri, _, local = key[1:].partition("}")
+        prefix = next((p for p, u in el.nsmap.items() if u == uri and p), None)
+        return self._attr_prefix + self._qualify(key, prefix)
+
+    # -- values ----------------------------------------------------------------
+
+    def attributes(self, el: Any, parent_nsmap: dict[str | None, str] | None) -> dict[str, Any]:
+        """Attributes (and, as xmltodict shows them, ``xmlns`` declarations) of ``el``."""
+        attrib = el.attrib
+        if len(attrib) > MAX_ATTRIBUTES:
+            raise XmlError(
+                f"more than {MAX_ATTRIBUTES} attributes on one element",
+                line=el.sourceline, column=1,
+            )
+        item: dict[str, Any] = {}
+        if self.has_namespaces and self.o.namespaces == "keep":
+            self._declarations(el, parent_nsmap, item)
+        prefix = self._attr_prefix
+        for key, value in attrib.items():
+            name = prefix + key if key[0] != "{" else self._attr_name(key, el)
+            item[name] = coerce(value) if self.o.coerce_types else value
+        return item
+
+    def _declarations(
+        self, el: Any, parent_nsmap: dict[str | None, str] | None, item: dict[str, Any]
+    ) -> None:
+        inherited = parent_nsmap or {}
+        for prefix, uri in el.nsmap.items():
+            if inherited.get(prefix) != uri:
+                item[f"{self._attr_prefix}xmlns:{prefix}" if prefix else
+                     f"{self._attr_prefix}xmlns"] = uri
+
+    def convert(
+        self,
+        el: Any,
+        path: tuple[str, ...] | None = None,
+        parent_nsmap: dict[str | None, str] | None = None,
+    ) -> Any:
+        """The value of ``el`` (``DROP`` if cleaning removes it).
+
+        ``path`` is ``el``'s path from the root, needed only when ``needs_paths``;
+        ``parent_nsmap`` only when the document declares namespaces.
+        """
+        self.elements += 1
+        if el.attrib or self.has_namespaces:
+            item: dict[str, Any] | None = self.attributes(el, parent_nsmap) or None
+        else:
+            item = None
+        text = el.text
+        if len(el):
+            item, text = self._children(el, item, text, path)
+        return self.finish_value(item, text)
+
+    def _children(
+        self, el: Any, item: dict[str, Any] | None, text: str | None,
+        path: tuple[str, ...] | None,
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        parts = [text] if text else []
+        if item is None:
+            item = {}
+        nsmap = el.nsmap if self.has_namespaces else None
+        track, special, names = self._track, self._special, self._names
+        for child in el:
+            tail = child.tail
+            if tail:
+                parts.append(tail)
+            tag = child.tag
+            if type(tag) is not str:
+                self._other_node(child, item)
+                continue
+            name = names.get(tag) if tag[0] != "{" else None
+            if name is None:
+                name = self.name(child)
+            child_path = (*path, name) if track and path is not None else None
+            if special and self._dropped(name, child_path):
+                continue
+            value = self.convert(child, child_path, nsmap)
+            if value is DROP:
+                continue
+            if special:
+                name = self._renamed(name, child_path)
+            if name in item:
+                old = item[name]
+                if type(old) is list:
+                    old.append(value)
+                else:
+                    item[name] = [old, value]
+            elif special and self.o.force_list.matches(name, child_path):
+                item[name] = [value]
+            else:
+                item[name] = value
+        return (item or None), "".join(parts) if parts else None
+
+    def finish_value(self, item: dict[str, Any] | None, text: str | None) -> Any:
+        o = self.o
+        if text:
+            if o.collapse_whitespace:
+                text = _WS.sub(" ", text).strip()
+            elif o.strip_text:
+                text = text.strip()
+        if not text:
+            if item is None:
+                return DROP if o.drop_empty else None
+            return item
+        value = coerce(text) if o.coerce_types else text
+        if item is None:
+            return value
+        item[self._text_key] = value
+        return item
+
+    def _other_node(self, node: Any, item: dict[str, Any]) -> None:
+        """Comments and processing instructions, when the options keep them."""
+        if isinstance(node, etree._Comment) and not self.o.drop_comments:
+            self._push(item, "#comment", (node.text or "").strip())
+        elif isinstance(node, etree._ProcessingInstruction) and not self.o.drop_pis:
+            self._push(item, f"?{node.target}", (node.text or "").strip())
+
+    @staticmethod
+    def _push(item: dict[str, Any], key: str, value: Any) -> None:
+        old = item.get(key)
+        if old is None:
+            item[key] = value
+        elif type(old) is list:
+            old.append(value)
+        else:
+            item[key] = [old, value]
+
+    def _dropped(self, name: str, path: tuple[str, ...] | None) -> bool:
+        return self.o.drop.matches(name, path)
+
+    def _renamed(self, name: str, path: tuple[str, ...] | None) -> str:
+        if path is not None and path in self.o.rename_paths:
+            return self.o.rename_paths[path]
+        return self.o.rename.get(name, name)

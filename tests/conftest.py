@@ -1,0 +1,205 @@
+"""Fixtures shared by the whole suite: the corpus, a real server on a free port, SSE."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"the shared corpus is not at {CORPUS}")
+    return CORPUS
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(folder: Path, body: str, steps: dict[str, str] | None = None) -> Path:
+    """A ``config.py`` (and ``processing_steps/*.py``) in ``folder``; returns the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "config.py"
+    config.write_text(textwrap.dedent(body))
+    if steps:
+        (folder / "processing_steps").mkdir(exist_ok=True)
+        for name, code in steps.items():
+            (folder / "processing_steps" / f"{name}.py").write_text(textwrap.dedent(code))
+    return config
+
+
+@dataclass
+class Server:
+    """``xmlflow serve`` as a subprocess on a free port, with its own data folder."""
+
+    config: Path | None
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> Server:
+        env = {**os.environ, "XMLFLOW_DATA_DIR": str(self.data_dir), **self.env}
+        if self.config:
+            env["XMLFLOW_CONFIG"] = str(self.config)
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xmlflow", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir.parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
+            try:
+                httpx.get(self.url + "/api/jobs?limit=1", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    # -- client helpers ---------------------------------------------------------------------
+
+    def upload(self, *files: tuple[str, bytes], **form: str) -> list[dict[str, Any]]:
+        response = httpx.post(
+            self.url + "/upload",
+            files=[("file", (name, body, "application/xml")) for name, body in files],
+            data=form,
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        jobs: list[dict[str, Any]] = response.json()["jobs"]
+        return jobs
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/api/jobs/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def events(
+        self, job_id: str, *, last_event_id: int | None = None, timeout: float = 60
+    ) -> list[Event]:
+        """Every event the stream sends until it closes (after ``end``)."""
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        with (
+            httpx.Client(timeout=httpx.Timeout(timeout, connect=5)) as client,
+            connect_sse(client, "GET", f"{self.url}/stream/{job_id}", headers=headers) as src,
+        ):
+            src.response.raise_for_status()
+            return [Event(int(e.id), e.event, e.json()) for e in src.iter_sse()]
+
+    def wait_finished(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] not in ("queued", "running"):
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} did not finish: {self.job(job_id)}")
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+TEST_CONFIG = """
+    PIPELINES = {
+        "default": [
+            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step",
+             "delay": 0, "error_chance": 0.0},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+        ],
+        "slow": [
+            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step",
+             "delay": 30},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+        ],
+        "paced": [
+            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step",
+             "delay": 0.5},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step", "delay": 0.5},
+        ],
+        "flaky": [
+            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step",
+             "error_chance": 1.0},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+        ],
+        "custom": [
+            {"id": "shout", "name": "Shout", "module": "run_shout", "options": {"suffix": "!"}},
+        ],
+        "raising": [
+            {"id": "explode", "name": "Explode", "module": "run_explode"},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+        ],
+    }
+"""
+TEST_STEPS = {
+    "shout": """
+        def run_shout(ctx):
+            text = ctx.input.read_text()
+            with ctx.open_output(ctx.stem + ".upper.txt", "w") as out:
+                out.write(text.upper() + ctx.options["suffix"])
+    """,
+    "explode": """
+        def run_explode(ctx):
+            raise RuntimeError("the disk of records is on fire")
+    """,
+}
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the tests that only upload and watch: several pipelines to pick from."""
+    root = tmp_path_factory.mktemp("server")
+    config = write_config(root / "conf", TEST_CONFIG, TEST_STEPS)
+    srv = Server(config=config, data_dir=root / "data", env={"XMLFLOW_WORKERS": "4"}).start()
+    yield srv
+    srv.stop()
