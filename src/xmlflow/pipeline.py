@@ -182,7 +182,9 @@ class JobRun:
 
     def _check(self, deadline: float | None) -> bool:
         if deadline is not None and time.monotonic() > deadline:
-            raise StepTimeout(f"step timed out after {self.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT)")
+            raise StepTimeout(
+                f"step timed out after {self.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT)"
+            )
         return self.is_cancelled()
 
     def _wait_delay(self, delay: float, deadline: float | None) -> None:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import Backend, open_backend
-from .errors import Conflict, NotFound, QueueFull
-from .models import EventType, Job, JobStatus
+from .errors import Conflict, NotFound, QueueFull, Unprocessable
+from .models import EventType, Job, JobStatus, StepSpec
 from .pipeline import check_pipelines
 from .settings import Settings
 from .step import safe_output_name
@@ -106,6 +106,7 @@ class Service:
     ) -> Job:
         """Turn a completely received upload into a queued job and hand it to the executor."""
         specs = self.settings.pipeline(pipeline)
+        check_job_options(options or {}, specs)
         if self.store.count_queued() >= self.settings.max_queued:
             raise QueueFull(
                 f"{self.settings.max_queued} jobs are already waiting (XMLFLOW_MAX_QUEUED); "
@@ -198,6 +199,19 @@ class Service:
         if expired:
             log.info("retention: removed %d job(s)", len(expired))
         return len(expired)
+
+
+def check_job_options(options: dict[str, dict[str, Any]], specs: list[StepSpec]) -> None:
+    """Per-job options may only name steps of the job's pipeline: a typo must not pass silently."""
+    unknown = sorted(set(options) - {s.id for s in specs})
+    if unknown:
+        raise Unprocessable(
+            f"options name step(s) not in this pipeline: {', '.join(unknown)}",
+            details={"unknown": unknown, "steps": [s.id for s in specs]},
+        )
+    for step_id, values in options.items():
+        if not isinstance(values, dict):
+            raise Unprocessable(f"options for step {step_id!r} must be an object of key: value")
 
 
 def interrupted_end() -> dict[str, Any]:

@@ -164,7 +164,9 @@ def pipelines_from_namespace(ns: Mapping[str, Any], where: str) -> dict[str, lis
                 raise ConfigError(f"{where}: PIPELINES has a name that is not a string: {name!r}")
             pipelines[name] = parse_steps(steps, f"{where}: PIPELINES[{name!r}]")
     if "PROCESSING_STEPS" in ns:
-        pipelines[DEFAULT_PIPELINE] = parse_steps(ns["PROCESSING_STEPS"], f"{where}: PROCESSING_STEPS")
+        pipelines[DEFAULT_PIPELINE] = parse_steps(
+            ns["PROCESSING_STEPS"], f"{where}: PROCESSING_STEPS"
+        )
     if not pipelines:
         raise ConfigError(f"{where}: defines neither PROCESSING_STEPS nor PIPELINES")
     if DEFAULT_PIPELINE not in pipelines:

@@ -47,8 +47,12 @@ def execute_job(service: Service, job_id: str) -> None:
     end: dict[str, Any] = {"status": str(status), "error": error, "outputs": []}
     if status is JobStatus.SUCCEEDED:
         end["outputs"] = [
-            {"name": o.name, "size": o.size, "media_type": o.media_type,
-             "url": output_url(job_id, o.name)}
+            {
+                "name": o.name,
+                "size": o.size,
+                "media_type": o.media_type,
+                "url": output_url(job_id, o.name),
+            }
             for o in run.outputs.values()
         ]
     else:  # a failed or cancelled job offers nothing, not even what earlier steps wrote

@@ -21,7 +21,7 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def list(
+    def list_jobs(
         self,
         *,
         status: JobStatus | None = None,

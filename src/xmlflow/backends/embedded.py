@@ -127,7 +127,7 @@ class SqliteStore:
         row = self._db().execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _load(row[0]) if row else None
 
-    def list(
+    def list_jobs(
         self,
         *,
         status: JobStatus | None = None,
@@ -167,9 +167,11 @@ class SqliteStore:
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
-        row = self._db().execute(
-            "SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
         return bool(row and row[0])
 
     def delete(self, job_id: str) -> None:
@@ -178,15 +180,23 @@ class SqliteStore:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
     def unfinished(self) -> list[Job]:
-        rows = self._db().execute(
-            "SELECT doc FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at"
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT doc FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at"
+            )
+            .fetchall()
+        )
         return [_load(r[0]) for r in rows]
 
     def expired(self, ended_before: float) -> list[str]:
-        rows = self._db().execute(
-            "SELECT id FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ?", (ended_before,)
+            )
+            .fetchall()
+        )
         return [r[0] for r in rows]
 
     def count_queued(self) -> int:
@@ -205,10 +215,14 @@ class SqliteStore:
         return event
 
     def read(self, job_id: str, after: int = 0) -> list[Event]:
-        rows = self._db().execute(
-            "SELECT id, type, data FROM events WHERE job_id = ? AND id > ? ORDER BY id",
-            (job_id, after),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, type, data FROM events WHERE job_id = ? AND id > ? ORDER BY id",
+                (job_id, after),
+            )
+            .fetchall()
+        )
         return [Event(job_id, r[0], EventType(r[1]), orjson.loads(r[2])) for r in rows]
 
     def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:

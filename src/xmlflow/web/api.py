@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
+import orjson
 from flask import Blueprint, Response, request, send_file
+from werkzeug.utils import secure_filename
 
-from ..errors import BadRequest, NotFound, XmlflowError
-from ..models import Job, JobStatus
-from ..service import output_url
+from ..errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    QueueFull,
+    UnsupportedMediaType,
+    Unprocessable,
+    XmlflowError,
+)
+from ..models import Job, JobStatus, StepSpec
+from ..service import Service, check_job_options, output_url
 from . import service
 from .uploads import UploadRequest, take_uploads
+from .zipstream import stream_zip
 
 bp = Blueprint("api", __name__)
 
@@ -21,6 +33,7 @@ def job_urls(job: Job) -> dict[str, str]:
         "id": job.id,
         "url": f"/api/jobs/{job.id}",
         "stream_url": f"/stream/{job.id}",
+        "events_url": f"/api/jobs/{job.id}/events",
     }
 
 
@@ -46,6 +59,10 @@ def _elapsed(job: Job) -> float | None:
 @bp.post("/api/jobs")
 def upload() -> tuple[dict[str, Any], int]:
     """Create one job per uploaded file (multipart field ``file``)."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the files as multipart/form-data, not {request.mimetype or 'no body'}"
+        )
     req: UploadRequest = request  # type: ignore[assignment]
     svc = service()
     pipeline = request.form.get("pipeline") or None
@@ -53,19 +70,43 @@ def upload() -> tuple[dict[str, Any], int]:
         raise BadRequest(
             f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(svc.settings.pipelines)}
         )
+    options = parse_options(request.form.get("options"))
+    check_job_options(options, svc.settings.pipeline(pipeline))
     files = take_uploads(req)
     if not files:
         raise BadRequest("no file: send one or more files in the multipart field 'file'")
-    jobs = []
     try:
-        while files:
-            path, name = files[0]
-            jobs.append(svc.submit(path, name, pipeline=pipeline))
-            files.pop(0)
+        _check_room(svc, len(files))
+        jobs = [svc.submit(path, name, pipeline=pipeline, options=options) for path, name in files]
     finally:
         for path, _ in files:  # not turned into jobs (queue full): leave nothing behind
             path.unlink(missing_ok=True)
     return {"jobs": [job_urls(j) for j in jobs]}, 202
+
+
+def parse_options(raw: str | None) -> dict[str, dict[str, Any]]:
+    """The form field ``options``: JSON ``{"step_id": {"key": value}}`` (empty: none)."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        options = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"options is not valid JSON: {exc}") from None
+    if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+        raise Unprocessable('options must be a JSON object like {"step_id": {"key": value}}')
+    return options
+
+
+def _check_room(svc: Service, count: int) -> None:
+    """All files of an upload become jobs, or none do: a client never has to guess which."""
+    waiting = svc.store.count_queued()
+    if waiting + count > svc.settings.max_queued:
+        raise QueueFull(
+            f"{waiting} job(s) are waiting and the limit is {svc.settings.max_queued} "
+            f"(XMLFLOW_MAX_QUEUED): {count} more do not fit; try again shortly",
+            retry_after=5,
+            details={"queued": waiting, "max_queued": svc.settings.max_queued},
+        )
 
 
 @bp.get("/api/jobs")
@@ -79,7 +120,7 @@ def list_jobs() -> dict[str, Any]:
         raise BadRequest(
             f"unknown status {status!r}", details={"allowed": [str(s) for s in JobStatus]}
         ) from None
-    jobs, total = service().store.list(
+    jobs, total = service().store.list_jobs(
         status=status_filter, pipeline=request.args.get("pipeline"), limit=limit, offset=offset
     )
     return {"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
@@ -135,6 +176,42 @@ def download(job_id: str, name: str) -> Response:
     path = service().output_path(job, name)
     media = next(o.media_type for o in job.outputs if o.name == name)
     return send_file(path, mimetype=media, as_attachment=True, download_name=name)
+
+
+@bp.get("/api/jobs/<job_id>/outputs.zip")
+def download_zip(job_id: str) -> Response:
+    """Every output of a succeeded job in one zip, streamed as it is compressed."""
+    job = get_job_or_404(job_id)
+    if job.status is not JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job_id} is {job.status}: only a succeeded job has outputs")
+    svc = service()
+    files = [(o.name, svc.output_path(job, o.name)) for o in job.outputs]
+    name = f"{secure_filename(Path(job.filename).stem) or 'outputs'}-{job.id[:8]}.zip"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    return Response(stream_zip(files), mimetype="application/zip", headers=headers)
+
+
+@bp.get("/api/pipelines")
+def list_pipelines() -> dict[str, Any]:
+    """The pipelines an upload may name, with their steps, so clients need not read config.py."""
+    pipelines = service().settings.pipelines
+    return {
+        "default": "default",
+        "pipelines": [
+            {"name": name, "steps": [_step_json(s) for s in specs]}
+            for name, specs in pipelines.items()
+        ],
+    }
+
+
+def _step_json(spec: StepSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "delay": spec.delay,
+        "error_chance": spec.error_chance,
+        "options": spec.options,
+    }
 
 
 def error_response(exc: XmlflowError) -> tuple[dict[str, Any], int]:

@@ -98,9 +98,13 @@ def make_parser(
     return parser
 
 
-def safe_parser() -> etree.XMLParser:
-    """A whole-document parser with the same protections (stylesheets, schemas, XSD)."""
-    parser = etree.XMLParser(**_hardened_options(False, False))
+def safe_parser(*, target: Any = None, encoding: str | None = None) -> etree.XMLParser:
+    """A whole-document parser with the same protections (stylesheets, schemas, XSD).
+
+    With a parser ``target`` no element objects are created at all: the cheapest and
+    safest way to glance at a document (see ``convert._peek_repeated_child``).
+    """
+    parser = etree.XMLParser(target=target, encoding=encoding, **_hardened_options(False, False))
     parser.resolvers.add(_NoExternalResources())
     return parser
 

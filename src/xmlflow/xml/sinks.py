@@ -19,7 +19,7 @@ SPOOL_IN_MEMORY = 1 << 20
 
 
 class RecordSink(Protocol):
-    def add(self, name: str, value: Any) -> None: ...
+    def add(self, name: str, value: Any, forced: bool) -> None: ...
     def finish(self, root: Any) -> None: ...
 
 
@@ -29,7 +29,7 @@ class JsonLinesSink:
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
 
-    def add(self, name: str, value: Any) -> None:
+    def add(self, name: str, value: Any, forced: bool = False) -> None:
         self.out.write(orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE))
 
     def finish(self, root: Any) -> None:
@@ -44,7 +44,7 @@ class ZipSink:
         self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
         self.count = 0
 
-    def add(self, name: str, value: Any) -> None:
+    def add(self, name: str, value: Any, forced: bool = False) -> None:
         self.count += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
         self.zip.writestr(f"{self.count:06d}-{safe}.json", orjson.dumps(value))
@@ -93,18 +93,21 @@ class JsonDocumentSink:
         self.pending: bytes | None = None
         self.streaming = False
         self.groups: dict[str, _Group] = {}
+        self.forced: set[str] = set()
         self.text: list[str] = []
         self.root: Any = None
 
-    def add(self, name: str, value: Any) -> None:
+    def add(self, name: str, value: Any, forced: bool = False) -> None:
         data = orjson.dumps(value)
+        if forced:
+            self.forced.add(name)
         if self.first is None:
             self.first = name
         if name != self.first:
             self.groups.setdefault(name, _Group()).add(data)
         elif self.streaming:
             self.out.write(b"," + data)
-        elif self.pending is None and not self._forced(name):
+        elif self.pending is None and not forced:
             self.pending = data
         else:
             self._start_stream()
@@ -119,9 +122,6 @@ class JsonDocumentSink:
 
     def set_root(self, root: Any) -> None:
         self.root = root
-
-    def _forced(self, name: str) -> bool:
-        return self.conv.o.force_list.matches(name, (self._root_name(), name))
 
     def _root_name(self) -> str:
         return self.conv.name(self.root)
@@ -150,7 +150,7 @@ class JsonDocumentSink:
     def _finish_members(self, *, comma: bool) -> None:
         for name, group in self.groups.items():
             self.out.write((b"," if comma else b"") + orjson.dumps(name) + b":")
-            group.copy_to(self.out, as_list=group.count > 1 or self._forced(name))
+            group.copy_to(self.out, as_list=group.count > 1 or name in self.forced)
             comma = True
         text = self.conv.finish_value(None, "".join(self.text))
         if text is not DROP and text is not None:

@@ -175,15 +175,17 @@ class TreeConverter:
             value = self.convert(child, child_path, nsmap)
             if value is DROP:
                 continue
+            forced = False
             if special:
-                name = self._renamed(name, child_path)
+                forced = self.o.force_list.matches(name, child_path)
+                name = self.renamed(name, child_path)
             if name in item:
                 old = item[name]
                 if type(old) is list:
                     old.append(value)
                 else:
                     item[name] = [old, value]
-            elif special and self.o.force_list.matches(name, child_path):
+            elif forced:
                 item[name] = [value]
             else:
                 item[name] = value
@@ -226,7 +228,8 @@ class TreeConverter:
     def _dropped(self, name: str, path: tuple[str, ...] | None) -> bool:
         return self.o.drop.matches(name, path)
 
-    def _renamed(self, name: str, path: tuple[str, ...] | None) -> str:
+    def renamed(self, name: str, path: tuple[str, ...] | None) -> str:
+        """The output key for an element named ``name`` at ``path`` (option ``rename``)."""
         if path is not None and path in self.o.rename_paths:
             return self.o.rename_paths[path]
         return self.o.rename.get(name, name)

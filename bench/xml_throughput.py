@@ -1,0 +1,170 @@
+"""XML → JSON throughput and memory: xmlflow against xmltodict and a bare lxml floor.
+
+Generates deterministic records-shaped and document-shaped XML of ``--size-mb``
+(under ``bench/out/``, git-ignored), runs every contender in its own subprocess (so
+each peak RSS is its own, read from ``/proc/self/status`` VmHWM) and prints one
+table with MB/s, peak RSS and ratios to xmltodict and to the lxml floor.
+
+    .venv/bin/python bench/xml_throughput.py --size-mb 200
+
+xmlflow runs through the ``process_xml`` step, exactly as users run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out"
+WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+    "sigma tau upsilon phi chi psi omega caf\u00e9 na\u00efve \u20ac"
+).split()
+
+
+def _words(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _record(rng: random.Random, i: int) -> str:
+    tags = "".join(f"<tag>{rng.choice(WORDS)}</tag>" for _ in range(rng.randint(1, 4)))
+    return (
+        f'  <record id="{i}" type="{rng.choice(WORDS)}">'
+        f"<name>{_words(rng, 2)}</name><email>user{i}@example.com</email>"
+        f"<amount>{rng.randint(0, 99999) / 100}</amount><active>{rng.random() < 0.5}</active>"
+        f"<tags>{tags}</tags><address><street>{rng.randint(1, 999)} {_words(rng, 2)}</street>"
+        f"<city>{_words(rng, 1)}</city><zip>{rng.randint(10000, 99999)}</zip></address>"
+        f"<note>{_words(rng, rng.randint(3, 12))} &amp; more</note>"
+        "</record>\n"
+    )
+
+
+def _chapter(rng: random.Random, i: int) -> str:
+    sections = []
+    for s in range(rng.randint(2, 5)):
+        paras = "".join(
+            f"<para>{_words(rng, 8)} <b>{_words(rng, 2)}</b> {_words(rng, 6)}"
+            f' <link href="#s{s}">see</link>.</para>'
+            for _ in range(rng.randint(3, 8))
+        )
+        sections.append(f'<section id="c{i}s{s}"><title>{_words(rng, 3)}</title>{paras}</section>')
+    return f'  <chapter n="{i}"><title>{_words(rng, 4)}</title>{"".join(sections)}</chapter>\n'
+
+
+def generate(shape: str, size_mb: int) -> Path:
+    """Write (once) a deterministic document of about ``size_mb`` MB; return its path."""
+    path = OUT / f"{shape}-{size_mb}mb.xml"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(42)
+    make, root = (_record, "records") if shape == "records" else (_chapter, "book")
+    target = size_mb * 1_000_000
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<!-- generated -->\n<{root}>\n')
+        written, i = 0, 0
+        while written < target:
+            block = "".join(make(rng, i + k) for k in range(100))
+            i += 100
+            written += len(block.encode())
+            f.write(block)
+        f.write(f"</{root}>\n")
+    tmp.rename(path)
+    return path
+
+
+# -- contenders: each runs in a fresh interpreter; SRC and DST are filled in ----------
+
+FLOOR = """
+from lxml import etree
+for _, el in etree.iterparse(SRC, events=("end",)):
+    el.clear()
+"""
+XMLTODICT = """
+import json, xmltodict
+with open(SRC, "rb") as f:
+    doc = xmltodict.parse(f)
+with open(DST, "w") as f:
+    json.dump(doc, f)
+"""
+XMLTODICT_STREAM = """
+import json, xmltodict
+with open(SRC, "rb") as f, open(DST, "w") as out:
+    def item(path, value):
+        out.write(json.dumps(value)); out.write("\\n"); return True
+    xmltodict.parse(f, item_depth=2, item_callback=item)
+"""
+XMLFLOW = """
+from pathlib import Path
+from xmlflow.step import StepContext
+from xmlflow.steps.process_xml import run_xml_processing_step
+work = Path(DST)
+work.mkdir(exist_ok=True)
+ctx = StepContext(job_id="bench", step_id="process_xml", input=Path(SRC), workdir=work,
+                  filename=Path(SRC).name, options={"mode": MODE})
+run_xml_processing_step(ctx)
+"""
+PEAK = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK_KB", line.split()[1])
+"""
+
+
+def run(code: str, src: Path, mode: str = "json") -> tuple[float, float]:
+    """Run ``code`` in a subprocess; return (seconds, peak RSS in MiB)."""
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        dst = Path(tmp) / "out"
+        prelude = f"SRC = {str(src)!r}\nDST = {str(dst)!r}\nMODE = {mode!r}\n"
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + code + PEAK],
+            capture_output=True, text=True, check=True,
+        )
+        elapsed = time.perf_counter() - start
+    peak_kb = next(int(x.split()[1]) for x in done.stdout.splitlines() if x.startswith("PEAK_KB"))
+    return elapsed, peak_kb / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mb", type=int, default=200)
+    ap.add_argument("--shapes", default="records,document")
+    ap.add_argument("--skip-xmltodict", action="store_true", help="skip the slow whole-tree run")
+    args = ap.parse_args()
+    contenders = [
+        ("lxml iterparse floor", FLOOR, "json"),
+        ("xmltodict.parse + json.dump", XMLTODICT, "json"),
+        ("xmltodict streaming (item_depth=2)", XMLTODICT_STREAM, "json"),
+        ("xmlflow process_xml json", XMLFLOW, "json"),
+        ("xmlflow process_xml jsonl", XMLFLOW, "jsonl"),
+        ("xmlflow process_xml split", XMLFLOW, "split"),
+    ]
+    print(f"| shape | contender | MB/s | peak RSS MiB | × xmltodict | × floor |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for shape in args.shapes.split(","):
+        src = generate(shape, args.size_mb)
+        mb = src.stat().st_size / 1_000_000
+        rates: dict[str, float] = {}
+        for name, code, mode in contenders:
+            if args.skip_xmltodict and code is XMLTODICT:
+                continue
+            seconds, peak = run(code, src, mode)
+            rates[name] = mb / seconds
+            base = rates.get("xmltodict.parse + json.dump")
+            floor = rates["lxml iterparse floor"]
+            ratio = f"{rates[name] / base:.2f}" if base else "–"
+            print(f"| {shape} {mb:.0f} MB | {name} | {mb / seconds:.1f} | {peak:.0f} | {ratio} "
+                  f"| {rates[name] / floor:.2f} |", flush=True)
+    print(json.dumps({"python": sys.version.split()[0]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``GET /api/health``: can this process take and run jobs right now?
+
+Three checks, each answering a question an operator would ask first: can the job
+store be read (SQLite file or Redis), is there room in the queue (past
+``XMLFLOW_MAX_QUEUED`` uploads are refused with 503), and can the data folder be
+written (uploads and outputs live there). Any failing check makes the answer 503,
+so a load balancer stops sending uploads here; the body says which check failed.
+It needs no token: it reveals nothing about any job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint
+
+from ..service import Service
+from . import service
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+MIN_FREE_BYTES = 64 * 1024 * 1024  # below this an upload of any size is likely to fail
+
+Check = Callable[[Service], dict[str, Any]]
+
+
+@bp.get("/api/health")
+def health() -> tuple[dict[str, Any], int]:
+    svc = service()
+    checks = {name: _run(check, svc) for name, check in CHECKS.items()}
+    failed = sorted(name for name, result in checks.items() if not result["ok"])
+    body = {"status": "fail" if failed else "ok", "failed": failed, "checks": checks}
+    return body, 503 if failed else 200
+
+
+def _run(check: Check, svc: Service) -> dict[str, Any]:
+    """One check; an exception is a failed check with its reason, never a 500."""
+    try:
+        return check(svc)
+    except Exception as exc:
+        log.warning("health check %s failed", check.__name__, exc_info=True)
+        # Anyone may ask: say what kind of failure, not which paths (the log has those).
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {"ok": False, "error": f"{type(exc).__name__}: {reason}"}
+
+
+def check_store(svc: Service) -> dict[str, Any]:
+    svc.store.list(limit=1)
+    return {"ok": True, "backend": "redis" if svc.settings.redis_url else "sqlite"}
+
+
+def check_queue(svc: Service) -> dict[str, Any]:
+    queued = svc.store.count_queued()
+    limit = svc.settings.max_queued
+    result: dict[str, Any] = {"ok": queued < limit, "queued": queued, "max_queued": limit}
+    if queued >= limit:
+        result["error"] = "the queue is full (XMLFLOW_MAX_QUEUED): uploads are refused"
+    return result
+
+
+def check_data_dir(svc: Service) -> dict[str, Any]:
+    """Write, sync and remove a small file where uploads arrive: the way an upload would."""
+    probe = svc.data_dir / "incoming" / f".health-{secrets.token_hex(8)}"
+    with probe.open("xb") as f:
+        f.write(b"ok")
+        os.fsync(f.fileno())
+    probe.unlink()
+    free = shutil.disk_usage(svc.data_dir).free
+    result: dict[str, Any] = {"ok": free >= MIN_FREE_BYTES, "free_bytes": free}
+    if free < MIN_FREE_BYTES:
+        result["error"] = f"only {free} bytes free in the data folder"
+    return result
+
+
+CHECKS: dict[str, Check] = {"store": check_store, "queue": check_queue, "data_dir": check_data_dir}

@@ -1,0 +1,248 @@
+"""Streaming XML → JSON: the driver that ties parser, converter and sink together.
+
+Speed comes from keeping Python out of the per-element loop: libxml2 builds each
+record's subtree in C, the pull parser's ``tag`` filter delivers only the *end* of
+record elements to Python (everything else never crosses into the interpreter),
+and :class:`~xmlflow.xml.tree.TreeConverter` walks one finished record at a time.
+Memory stays bounded by the largest record because each record is deleted from the
+tree as soon as it is written.
+
+Which elements are records:
+
+- ``json``: the children of the root (the document is rebuilt around them);
+- ``jsonl`` / ``split``: the elements at ``record_path``, or else the root's
+  repeated child (found by a short look at the start of the file). Other children
+  of the root are skipped and counted in :attr:`ConvertStats.skipped`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lxml import etree
+
+from xmlflow.errors import JobCancelled
+from xmlflow.xml.options import ConvertOptions
+from xmlflow.xml.parser import feed_file, make_parser, read_head, safe_parser, sniff_encoding, xml_error
+from xmlflow.xml.sinks import JsonDocumentSink, JsonLinesSink, RecordSink, ZipSink
+from xmlflow.xml.tree import DROP, TreeConverter
+
+__all__ = ["ConvertStats", "convert_file"]
+
+PEEK_BYTES = 1 << 20
+
+
+@dataclass
+class ConvertStats:
+    """What one conversion did."""
+
+    bytes_in: int = 0
+    records: int = 0
+    elements: int = 0
+    skipped: int = 0
+    """Elements beside the records that ``jsonl``/``split`` leave out."""
+
+
+def convert_file(
+    src: Path,
+    out: BinaryIO,
+    options: ConvertOptions,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> ConvertStats:
+    """Convert the XML file ``src`` to JSON written to ``out``, as ``options`` say.
+
+    ``on_progress(bytes_consumed, records_done)`` and ``is_cancelled()`` are called
+    between chunks of input (every 64 KiB). Raises :class:`~xmlflow.errors.XmlError`
+    for XML that is not well-formed, forbidden or over a limit, and
+    :class:`~xmlflow.errors.JobCancelled` when ``is_cancelled()`` turns true.
+    """
+    src = Path(src)
+    stats = ConvertStats()
+    conv = TreeConverter(options)
+    encoding = sniff_encoding(read_head(src))
+    tag = _record_tag(src, options, encoding)
+    sink: RecordSink
+    if options.mode == "json":
+        sink = JsonDocumentSink(out, conv)
+    elif options.mode == "jsonl":
+        sink = JsonLinesSink(out)
+    else:
+        sink = ZipSink(out)
+
+    def on_chunk(consumed: int) -> None:
+        stats.bytes_in = consumed
+        if is_cancelled is not None and is_cancelled():
+            raise JobCancelled("conversion cancelled")
+        if on_progress is not None:
+            on_progress(consumed, stats.records)
+
+    parser = make_parser(
+        events=("end", "start-ns"),
+        tag=tag,
+        keep_comments=not options.drop_comments,
+        keep_pis=not options.drop_pis,
+        encoding=encoding,
+    )
+    _Run(conv, sink, stats, options, tag).consume(feed_file(src, parser, on_chunk=on_chunk))
+    stats.elements = conv.elements
+    if on_progress is not None:
+        on_progress(stats.bytes_in, stats.records)
+    return stats
+
+
+class _Run:
+    """The event loop of one conversion, split out so each rule is a short method."""
+
+    def __init__(
+        self,
+        conv: TreeConverter,
+        sink: RecordSink,
+        stats: ConvertStats,
+        options: ConvertOptions,
+        record_tag: str | None,
+    ) -> None:
+        self.record_tag = record_tag
+        self.conv = conv
+        self.sink = sink
+        self.stats = stats
+        self.document = isinstance(sink, JsonDocumentSink)
+        self.record_path = options.record_path
+        self.track = options.needs_paths
+
+    def consume(self, events: Iterator[tuple[str, Any]]) -> None:
+        for event, el in events:
+            if event == "end":
+                self._end(el)
+            elif event == "start-ns":
+                self.conv.has_namespaces = True
+            elif event == "close":
+                self._close(el)
+
+    def _end(self, el: Any) -> None:
+        parent = el.getparent()
+        if self.document or self.record_path is None:
+            if parent is not None and parent.getparent() is None:
+                self._take_children_until(parent, el)
+        elif self._at_record_path(el):
+            self._take_record(parent, el)
+
+    def _take_children_until(self, root: Any, last: Any) -> None:
+        """Convert and delete the root's children up to and including ``last``."""
+        if isinstance(self.sink, JsonDocumentSink):
+            self.sink.set_root(root)
+            self.sink.add_text(root.text)
+            root.text = None
+        while True:
+            child = root[0]
+            self._child_of_root(root, child)
+            del root[0]
+            if child is last:
+                return
+
+    def _child_of_root(self, root: Any, child: Any) -> None:
+        if isinstance(self.sink, JsonDocumentSink):
+            self.sink.add_text(child.tail)
+        tag = child.tag
+        if type(tag) is not str:
+            return
+        name = self.conv.name(child)
+        if not self.document and tag != self.record_tag:
+            self.stats.skipped += 1
+            return
+        self._emit(child, name, (self.conv.name(root), name))
+
+    def _emit(self, el: Any, name: str, path: tuple[str, ...] | None) -> None:
+        conv = self.conv
+        path = path if self.track else None
+        if conv.o.drop and conv.o.drop.matches(name, path):
+            return
+        nsmap = el.getparent().nsmap if conv.has_namespaces and el.getparent() is not None else None
+        value = conv.convert(el, path, nsmap)
+        if value is DROP:
+            return
+        self.stats.records += 1
+        forced = conv.o.force_list.matches(name, path)
+        self.sink.add(conv.renamed(name, path), value, forced)
+
+    def _at_record_path(self, el: Any) -> bool:
+        assert self.record_path is not None
+        names = [self.conv.name(a) for a in itertools.chain([el], el.iterancestors())]
+        return tuple(reversed(names)) == self.record_path
+
+    def _take_record(self, parent: Any, el: Any) -> None:
+        if parent is None:  # the record is the root itself: no siblings to drop
+            self._emit(el, self.conv.name(el), self.record_path)
+            return
+        while parent[0] is not el:
+            if type(parent[0].tag) is str:
+                self.stats.skipped += 1
+            del parent[0]
+        self._emit(el, self.conv.name(el), self.record_path)
+        del parent[0]
+
+    def _close(self, root: Any) -> None:
+        if self.document or self.record_path is None:
+            if len(root):
+                self._take_children_until(root, root[len(root) - 1])
+            elif isinstance(self.sink, JsonDocumentSink):
+                self.sink.add_text(root.text)
+        self.sink.finish(root)
+
+
+def _record_tag(src: Path, options: ConvertOptions, encoding: str | None) -> str | None:
+    """The tag whose end events reach Python (``None``: all of them, small documents)."""
+    if options.record_path is not None and options.mode != "json":
+        local = options.record_path[-1].rpartition(":")[2]
+        return "{*}" + local
+    return _peek_repeated_child(src, encoding)
+
+
+class _ChildTags:
+    """Parser target that notes the root's child tags; creates no elements at all.
+
+    A target rather than pull events because lxml's event proxies for elements inside
+    a broken entity's replacement text outlive the nodes libxml2 frees on the error
+    ("Tried to unregister unknown proxy"). Syntax errors in the first MiB are thus
+    found here, where no element object exists, and reported from here.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.seen: list[str] = []
+        self.repeated: str | None = None
+
+    def start(self, tag: str, attrib: Any, nsmap: Any = None) -> None:
+        self.depth += 1
+        if self.depth == 2 and self.repeated is None:
+            if tag in self.seen:
+                self.repeated = tag
+            else:
+                self.seen.append(tag)
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+
+    def close(self) -> None:
+        pass
+
+
+def _peek_repeated_child(src: Path, encoding: str | None) -> str | None:
+    """The root's first repeated child tag in the first MiB (else its first child)."""
+    target = _ChildTags()
+    parser = safe_parser(target=target, encoding=encoding)
+    with open(src, "rb") as f:
+        head = f.read(PEEK_BYTES)
+        complete = len(head) < PEEK_BYTES
+    try:
+        parser.feed(head)
+        if complete:
+            parser.close()
+    except etree.XMLSyntaxError as exc:
+        raise xml_error(exc, src.name) from None
+    return target.repeated or (target.seen[0] if target.seen else None)

@@ -1,0 +1,128 @@
+"""config.py validation: every broken entry stops start-up naming the entry and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xmlflow.errors import ConfigError, StepLoadError
+from xmlflow.pipeline import check_pipelines
+from xmlflow.settings import load_settings
+
+from .conftest import write_config
+
+GOOD = {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"}
+
+
+def settings_for(tmp_path: Path, steps: str, **env: str) -> object:
+    config = write_config(tmp_path, f"PROCESSING_STEPS = {steps}\n")
+    return load_settings({"XMLFLOW_CONFIG": str(config), **env}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("[{'id': 'a', 'name': 'A', 'module': 'f', 'colour': 'red'}]", "unknown key(s) ['colour']"),
+        ("[{'id': 'a', 'name': 'A', 'module': 'f', 'error_chance': 1.5}]", "between 0 and 1"),
+        ("[{'id': 'a', 'name': 'A', 'module': 'f', 'error_chance': -0.1}]", "between 0 and 1"),
+        ("[{'id': 'a', 'name': 'A', 'module': 'f', 'delay': -1}]", "must not be negative"),
+        ("[{'id': 'a', 'name': 'A', 'module': 'f', 'delay': 'soon'}]", "must be a number"),
+        ("[{'id': 'a', 'module': 'f'}, {'id': 'a', 'module': 'g'}]", "duplicate id"),
+        ("[{'name': 'A', 'module': 'f'}]", "'id' must be a Python identifier"),
+        ("[{'id': '../etc', 'module': 'f'}]", "'id' must be a Python identifier"),
+        ("[{'id': 'a', 'name': 'A'}]", "'module' must be a Python identifier"),
+        ("[{'id': 'a', 'module': 'f', 'options': [1]}]", "'options' must be a dict"),
+        ("[]", "non-empty list"),
+        ("['process_xml']", "must be a dict"),
+    ],
+)
+def test_broken_entries_name_the_entry_and_reason(tmp_path: Path, steps: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_for(tmp_path, steps)
+    assert message in info.value.message
+    assert "PROCESSING_STEPS" in info.value.message
+
+
+def test_error_names_the_offending_index_and_id(tmp_path: Path) -> None:
+    steps = f"[{GOOD!r}, {{'id': 'second', 'module': 'f', 'error_chance': 2}}]"
+    with pytest.raises(ConfigError, match=r"PROCESSING_STEPS\[1\] \(id 'second'\)"):
+        settings_for(tmp_path, steps)
+
+
+def test_config_that_does_not_import_is_reported(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "PROCESSING_STEPS = [\n")
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        load_settings({"XMLFLOW_CONFIG": str(config)}, cwd=tmp_path)
+
+
+def test_missing_config_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings({"XMLFLOW_CONFIG": str(tmp_path / "nope.py")}, cwd=tmp_path)
+
+
+def test_defaults_without_config_use_builtin_pipeline(tmp_path: Path) -> None:
+    settings = load_settings({}, cwd=tmp_path)
+    assert settings.config_path is None
+    assert [s.id for s in settings.pipeline()] == ["process_xml", "cleanup"]
+
+
+def test_config_in_working_directory_is_used(tmp_path: Path) -> None:
+    write_config(tmp_path, "PROCESSING_STEPS = [{'id': 'cleanup', 'module': 'run_cleanup_step'}]")
+    settings = load_settings({}, cwd=tmp_path)
+    assert settings.config_path == (tmp_path / "config.py").resolve()
+    assert [s.id for s in settings.pipeline()] == ["cleanup"]
+
+
+def test_environment_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "XMLFLOW_DATA_DIR": str(tmp_path / "d"),
+            "XMLFLOW_MAX_UPLOAD_MB": "2.5",
+            "XMLFLOW_WORKERS": "3",
+            "XMLFLOW_RETENTION_HOURS": "0.5",
+        },
+        cwd=tmp_path,
+    )
+    assert settings.data_dir == tmp_path / "d"
+    assert settings.max_upload_bytes == int(2.5 * 1024 * 1024)
+    assert settings.workers == 3
+    assert settings.retention_hours == 0.5
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("XMLFLOW_WORKERS", "many"), ("XMLFLOW_WORKERS", "0"), ("XMLFLOW_MAX_UPLOAD_MB", "-1")],
+)
+def test_bad_environment_values_are_refused(tmp_path: Path, var: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=var):
+        load_settings({var: value}, cwd=tmp_path)
+
+
+def test_unknown_step_id_is_found_at_start_up(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "[{'id': 'no_such_step', 'module': 'run'}]")
+    with pytest.raises(StepLoadError, match="unknown id") as info:
+        check_pipelines(settings.pipelines, settings.steps_dir)  # type: ignore[attr-defined]
+    assert "no_such_step.py" in info.value.message
+
+
+def test_missing_function_is_found_at_start_up(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "[{'id': 'cleanup', 'module': 'run_nothing'}]")
+    with pytest.raises(StepLoadError, match="no function 'run_nothing'"):
+        check_pipelines(settings.pipelines, settings.steps_dir)  # type: ignore[attr-defined]
+
+
+def test_named_pipelines(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        """
+        PIPELINES = {
+            "only-clean": [{"id": "cleanup", "module": "run_cleanup_step"}],
+        }
+        """,
+    )
+    settings = load_settings({"XMLFLOW_CONFIG": str(config)}, cwd=tmp_path)
+    assert set(settings.pipelines) == {"only-clean", "default"}
+    assert settings.pipeline("default") == settings.pipeline("only-clean")
+    with pytest.raises(ConfigError, match="unknown pipeline"):
+        settings.pipeline("nope")
