@@ -126,7 +126,9 @@ def run(code: str, src: Path, mode: str = "json") -> tuple[float, float]:
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-c", prelude + code + PEAK],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         elapsed = time.perf_counter() - start
     peak_kb = next(int(x.split()[1]) for x in done.stdout.splitlines() if x.startswith("PEAK_KB"))
@@ -147,7 +149,7 @@ def main() -> None:
         ("xmlflow process_xml jsonl", XMLFLOW, "jsonl"),
         ("xmlflow process_xml split", XMLFLOW, "split"),
     ]
-    print(f"| shape | contender | MB/s | peak RSS MiB | × xmltodict | × floor |")
+    print("| shape | contender | MB/s | peak RSS MiB | × xmltodict | × floor |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for shape in args.shapes.split(","):
         src = generate(shape, args.size_mb)
@@ -161,8 +163,11 @@ def main() -> None:
             base = rates.get("xmltodict.parse + json.dump")
             floor = rates["lxml iterparse floor"]
             ratio = f"{rates[name] / base:.2f}" if base else "–"
-            print(f"| {shape} {mb:.0f} MB | {name} | {mb / seconds:.1f} | {peak:.0f} | {ratio} "
-                  f"| {rates[name] / floor:.2f} |", flush=True)
+            print(
+                f"| {shape} {mb:.0f} MB | {name} | {mb / seconds:.1f} | {peak:.0f} | {ratio} "
+                f"| {rates[name] / floor:.2f} |",
+                flush=True,
+            )
     print(json.dumps({"python": sys.version.split()[0]}))
 
 

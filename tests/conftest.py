@@ -131,7 +131,8 @@ class Server:
             connect_sse(client, "GET", f"{self.url}/stream/{job_id}", headers=headers) as src,
         ):
             src.response.raise_for_status()
-            return [Event(int(e.id), e.event, e.json()) for e in src.iter_sse()]
+            # a frame without data (the opening `retry:`) is not an event
+            return [Event(int(e.id), e.event, e.json()) for e in src.iter_sse() if e.data]
 
     def wait_finished(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -114,3 +114,15 @@ def test_delete_and_expired(store: SqliteStore) -> None:
     assert store.expired(time.time() + 1) == ["old"]
     store.delete("old")
     assert store.get("old") is None and store.read("old") == []
+
+
+def test_listeners_free_what_they_held(store: SqliteStore) -> None:
+    store.create(new_job())
+    threads = [threading.Thread(target=store.follow, args=("a1", 1, 0.3)) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    assert len(store._signals._conds) == 1
+    for t in threads:
+        t.join()
+    assert store._signals._conds == {}

@@ -16,12 +16,9 @@ from typing import Any
 import orjson
 import pytest
 import xmltodict
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from lxml import etree
 
-from xmlflow.errors import ConfigError
-from xmlflow.xml import ConvertOptions, ConvertStats, convert_file
+from xmlflow.xml import ConvertOptions, convert_file
 
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpus"
 XMLCONF = CORPUS / "xmlconf"
@@ -45,8 +42,13 @@ def convert(tmp_path: Path, xml: str | bytes, **options: Any) -> Any:
 
 def cleaned(xml: bytes) -> bytes:
     """``xml`` with xmlflow's default cleaning applied, re-serialised for xmltodict."""
-    parser = etree.XMLParser(remove_comments=True, remove_pis=True, resolve_entities=True,
-                             no_network=True, load_dtd=False)
+    parser = etree.XMLParser(
+        remove_comments=True,
+        remove_pis=True,
+        resolve_entities=True,
+        no_network=True,
+        load_dtd=False,
+    )
     root = etree.fromstring(xml, parser)
     _drop_empty(root)
     return etree.tostring(root, encoding="utf-8")

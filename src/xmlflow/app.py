@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from .errors import QueueFull, XmlflowError
 from .service import Service
 from .settings import load_settings
-from .web import api, stream, ui
+from .web import api, auth, health, metrics, openapi, stream, ui
 from .web.uploads import UploadRequest
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,10 @@ def create_app(test_config: dict[str, Any] | None = None, *, start: bool = True)
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024
     service = Service(settings)
     app.extensions["xmlflow"] = service
-    for blueprint in (ui.bp, api.bp, stream.bp):
+    for blueprint in (ui.bp, api.bp, stream.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    auth.init_app(app, settings)
+    metrics.init_app(app, service)
     _register_errors(app)
     app.teardown_request(_discard_unclaimed_uploads)
     if start:
@@ -50,7 +52,9 @@ def _register_errors(app: Flask) -> None:
         return exc.to_dict(), exc.status_code, headers
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response | tuple[dict[str, Any], int]:
+    def http_error(
+        exc: HTTPException,
+    ) -> Response | tuple[dict[str, Any], int, list[tuple[str, str]]]:
         if exc.code == 413:
             mb = app.extensions["xmlflow"].settings.max_upload_mb
             message = f"the upload is larger than the limit of {mb:g} MB (XMLFLOW_MAX_UPLOAD_MB)"
@@ -58,7 +62,9 @@ def _register_errors(app: Flask) -> None:
             message = exc.description or exc.name
         code = exc.name.lower().replace(" ", "_")
         body = {"error": {"code": code, "message": message, "details": None}}
-        return body, exc.code or 500
+        # Keep werkzeug's own headers (Allow on 405, Retry-After...), not its HTML type.
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return body, exc.code or 500, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[dict[str, Any], int]:

@@ -8,27 +8,44 @@ from pathlib import Path
 
 import click
 
+from .commands import jobs, run
 from .errors import XmlflowError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"}
+)
 @click.version_option(package_name="xmlflow")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
 def main(log_level: str) -> None:
     """xmlflow: upload XML, run a pipeline of steps on each file, watch it live."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="XMLFLOW_HOST")
 @click.option("--port", default=5000, show_default=True, type=int, envvar="XMLFLOW_PORT")
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    "web_workers",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="XMLFLOW_WEB_WORKERS",
+    help="Web processes: runs gunicorn (gevent); more than 1 needs XMLFLOW_REDIS_URL.",
+)
+def serve(host: str, port: int, web_workers: int | None) -> None:
     """Serve the web app and API (embedded mode: SQLite and in-process workers)."""
     from werkzeug.serving import make_server
 
     from .app import create_app
 
     try:
+        if web_workers is not None:
+            from .gunicorn_conf import run_gunicorn
+
+            run_gunicorn(host, port, web_workers)  # replaces this process, except embedded -w 1
         app = create_app()
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from exc
@@ -49,8 +66,27 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="XMLFLOW_CONFIG",
-              help="The config.py to read (default: ./config.py, else the built-in pipeline).")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty (for tests and cron).")
+@click.option("--name", default=None, help="The RQ worker's name (default: host, pid, random).")
+def worker(burst: bool, name: str | None) -> None:
+    """Run jobs from Redis (needs XMLFLOW_REDIS_URL); start as many as you like, anywhere."""
+    from .rqjobs import work
+    from .settings import load_settings
+
+    try:
+        work(load_settings(), burst=burst, name=name)
+    except XmlflowError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="XMLFLOW_CONFIG",
+    help="The config.py to read (default: ./config.py, else the built-in pipeline).",
+)
 def steps(config_path: Path | None) -> None:
     """List the configured pipelines and check that every step loads."""
     from .pipeline import load_step, step_file
@@ -77,3 +113,7 @@ def steps(config_path: Path | None) -> None:
                 f" delay={spec.delay:g} error_chance={spec.error_chance:g}  [{state}]"
             )
     sys.exit(1 if broken else 0)
+
+
+main.add_command(run)
+main.add_command(jobs)

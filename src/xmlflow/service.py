@@ -157,6 +157,12 @@ class Service:
             self._lock_data_dir()
             self._recover()
         threading.Thread(target=self._sweep_loop, name="xmlflow-sweeper", daemon=True).start()
+        self.backend.start()
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called: open streams end instead of waiting on."""
+        return self._stop.is_set()
 
     def close(self) -> None:
         self._stop.set()

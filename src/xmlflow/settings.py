@@ -56,6 +56,8 @@ class Settings:
     api_token: str | None = None
     secret_key: str | None = None
     sweep_interval: float = 60.0
+    retries: int = 0
+    lease_seconds: float = 30.0
     pipelines: dict[str, list[StepSpec]] = field(default_factory=dict)
 
     @property
@@ -97,6 +99,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_API_TOKEN": ("api_token", str),
     "XMLFLOW_SECRET_KEY": ("secret_key", str),
     "XMLFLOW_SWEEP_INTERVAL": ("sweep_interval", float),
+    "XMLFLOW_RETRIES": ("retries", int),
+    "XMLFLOW_LEASE_SECONDS": ("lease_seconds", float),
 }
 
 
@@ -134,6 +138,8 @@ def _check_numbers(s: Settings) -> None:
         "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,
         "XMLFLOW_STEP_TIMEOUT": s.step_timeout is None or s.step_timeout > 0,
         "XMLFLOW_SSE_KEEPALIVE": 0 < s.sse_keepalive <= 15,
+        "XMLFLOW_RETRIES": s.retries >= 0,
+        "XMLFLOW_LEASE_SECONDS": s.lease_seconds >= 3,
     }
     for var, ok in checks.items():
         if not ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Iterator
 import json
 import time
 from pathlib import Path
@@ -233,8 +234,9 @@ def test_unknown_pipeline_and_missing_file_are_400(server: Server) -> None:
         f"{server.url}/upload", files={"file": ("a.xml", b"<a/>")}, data={"pipeline": "nope"}
     )
     assert bad.status_code == 400 and "nope" in bad.json()["error"]["message"]
-    empty = httpx.post(f"{server.url}/upload", data={"x": "1"})
-    assert empty.status_code == 400 and "file" in empty.json()["error"]["message"]
+    wrong_field = httpx.post(f"{server.url}/upload", files={"upload": ("a.xml", b"<a/>")})
+    assert wrong_field.status_code == 400
+    assert "'file'" in wrong_field.json()["error"]["message"]
     assert list((server.data_dir / "incoming").iterdir()) == []
 
 
@@ -326,3 +328,67 @@ def test_events_are_json_lines(server: Server) -> None:
     for line in raw.splitlines():
         if line.startswith("data: "):
             json.loads(line[6:])
+
+
+def test_many_listeners_see_the_same_events(server: Server) -> None:
+    (job,) = server.upload(("a.xml", b"<a>1</a>"), pipeline="paced")
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: server.events(job["id"]), range(6)))
+    assert all(r == results[0] for r in results)
+    assert results[0][-1].event == "end"
+
+
+def test_keepalive_comments_while_nothing_happens(fresh: Server) -> None:
+    fresh.env["XMLFLOW_SSE_KEEPALIVE"] = "0.3"
+    fresh.start()
+    try:
+        (job,) = fresh.upload(("a.xml", b"<a>1</a>"), pipeline="slow")
+        comments = 0
+        with httpx.stream("GET", f"{fresh.url}/stream/{job['id']}", timeout=10) as response:
+            for line in response.iter_lines():
+                comments += line == ": keepalive"
+                if comments == 3:
+                    break
+        assert comments == 3
+        httpx.post(f"{fresh.url}/api/jobs/{job['id']}/cancel")
+    finally:
+        fresh.stop()
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_large_upload_is_streamed_to_disk_not_memory(fresh: Server) -> None:
+    fresh.start()
+    try:
+        assert fresh.proc is not None
+        before = _peak_rss_kib(fresh.proc.pid)
+        chunk = b"<r>" + b"x" * (1 << 20) + b"</r>"
+
+        def body() -> Iterator[bytes]:
+            yield b'--B\r\nContent-Disposition: form-data; name="pipeline"\r\n\r\nslow\r\n'
+            yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="big.xml"\r\n'
+            yield b"Content-Type: application/xml\r\n\r\n<big>"
+            for _ in range(150):
+                yield chunk
+            yield b"</big>\r\n--B--\r\n"
+
+        response = httpx.post(
+            f"{fresh.url}/upload",
+            content=body(),
+            headers={"Content-Type": "multipart/form-data; boundary=B"},
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["jobs"][0]["id"]
+        assert fresh.job(job_id)["pipeline"] == "slow"
+        assert fresh.job(job_id)["size"] == 150 * len(chunk) + len(b"<big></big>")
+        grown_mib = (_peak_rss_kib(fresh.proc.pid) - before) / 1024
+        assert grown_mib < 40, f"the server grew by {grown_mib:.0f} MiB for a 150 MiB upload"
+        httpx.post(f"{fresh.url}/api/jobs/{job_id}/cancel")
+    finally:
+        fresh.stop()

@@ -79,3 +79,4 @@ class Backend:
     events: EventLog
     executor: Executor
     close: Callable[[], None]
+    start: Callable[[], None] = lambda: None  # background duties (the Redis lost-job monitor)

@@ -15,8 +15,8 @@ from ..errors import (
     Conflict,
     NotFound,
     QueueFull,
-    UnsupportedMediaType,
     Unprocessable,
+    UnsupportedMediaType,
     XmlflowError,
 )
 from ..models import Job, JobStatus, StepSpec

@@ -50,7 +50,7 @@ def _run(check: Check, svc: Service) -> dict[str, Any]:
 
 
 def check_store(svc: Service) -> dict[str, Any]:
-    svc.store.list(limit=1)
+    svc.store.list_jobs(limit=1)
     return {"ok": True, "backend": "redis" if svc.settings.redis_url else "sqlite"}
 
 

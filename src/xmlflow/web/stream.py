@@ -46,6 +46,8 @@ def _frames(svc: Service, job_id: str, after: int) -> Iterator[bytes]:
     while True:
         events = svc.events.follow(job_id, last, timeout=keepalive)
         if not events:
+            if svc.closing:  # shutting down: the client reconnects elsewhere, from `last`
+                return
             yield sse.KEEPALIVE
             continue
         for event in events:

@@ -55,5 +55,5 @@ def take_uploads(request: UploadRequest, field: str = "file") -> list[tuple[Path
         if path is not None:
             storage.stream.close()
             taken.append((path, storage.filename))
-    request.incoming = [(p, s) for p, s in request.incoming if id(s) in by_stream]
+    request.incoming = [(p, s) for p, s in getattr(request, "incoming", []) if id(s) in by_stream]
     return taken

@@ -23,17 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from lxml import etree
-
 from xmlflow.errors import JobCancelled
 from xmlflow.xml.options import ConvertOptions
-from xmlflow.xml.parser import feed_file, make_parser, read_head, safe_parser, sniff_encoding, xml_error
+from xmlflow.xml.parser import (
+    feed_file,
+    make_parser,
+    read_head,
+    sniff_encoding,
+)
+from xmlflow.xml.records import peek_repeated_child
 from xmlflow.xml.sinks import JsonDocumentSink, JsonLinesSink, RecordSink, ZipSink
 from xmlflow.xml.tree import DROP, TreeConverter
 
 __all__ = ["ConvertStats", "convert_file"]
-
-PEEK_BYTES = 1 << 20
 
 
 @dataclass
@@ -111,9 +113,10 @@ class _Run:
         self.conv = conv
         self.sink = sink
         self.stats = stats
-        self.document = isinstance(sink, JsonDocumentSink)
+        self.document = sink if isinstance(sink, JsonDocumentSink) else None
         self.record_path = options.record_path
-        self.track = options.needs_paths
+        self.root_name: str | None = None
+        self.o = options
 
     def consume(self, events: Iterator[tuple[str, Any]]) -> None:
         for event, el in events:
@@ -126,7 +129,7 @@ class _Run:
 
     def _end(self, el: Any) -> None:
         parent = el.getparent()
-        if self.document or self.record_path is None:
+        if self.document is not None or self.record_path is None:
             if parent is not None and parent.getparent() is None:
                 self._take_children_until(parent, el)
         elif self._at_record_path(el):
@@ -134,41 +137,43 @@ class _Run:
 
     def _take_children_until(self, root: Any, last: Any) -> None:
         """Convert and delete the root's children up to and including ``last``."""
-        if isinstance(self.sink, JsonDocumentSink):
-            self.sink.set_root(root)
-            self.sink.add_text(root.text)
-            root.text = None
+        document = self.document
+        if self.root_name is None:
+            self.root_name = self.conv.name(root)
+            if document is not None:
+                document.set_root(root)
+                document.add_text(root.text)
         while True:
             child = root[0]
-            self._child_of_root(root, child)
+            if document is not None:
+                document.add_text(child.tail)
+            if type(child.tag) is str:
+                self._child_of_root(child)
             del root[0]
             if child is last:
                 return
 
-    def _child_of_root(self, root: Any, child: Any) -> None:
-        if isinstance(self.sink, JsonDocumentSink):
-            self.sink.add_text(child.tail)
-        tag = child.tag
-        if type(tag) is not str:
-            return
-        name = self.conv.name(child)
-        if not self.document and tag != self.record_tag:
+    def _child_of_root(self, child: Any) -> None:
+        if self.document is None and child.tag != self.record_tag:
             self.stats.skipped += 1
             return
-        self._emit(child, name, (self.conv.name(root), name))
+        name = self.conv.name(child)
+        assert self.root_name is not None
+        self._emit(child, name, (self.root_name, name) if self.o.needs_paths else None)
 
     def _emit(self, el: Any, name: str, path: tuple[str, ...] | None) -> None:
-        conv = self.conv
-        path = path if self.track else None
-        if conv.o.drop and conv.o.drop.matches(name, path):
+        conv, o = self.conv, self.o
+        if o.drop and o.drop.matches(name, path):
             return
-        nsmap = el.getparent().nsmap if conv.has_namespaces and el.getparent() is not None else None
-        value = conv.convert(el, path, nsmap)
+        parent = el.getparent() if conv.has_namespaces else None
+        value = conv.convert(el, path, parent.nsmap if parent is not None else None)
         if value is DROP:
             return
         self.stats.records += 1
-        forced = conv.o.force_list.matches(name, path)
-        self.sink.add(conv.renamed(name, path), value, forced)
+        if o.force_list or o.rename or o.rename_paths:
+            self.sink.add(conv.renamed(name, path), value, o.force_list.matches(name, path))
+        else:
+            self.sink.add(name, value, False)
 
     def _at_record_path(self, el: Any) -> bool:
         assert self.record_path is not None
@@ -177,21 +182,21 @@ class _Run:
 
     def _take_record(self, parent: Any, el: Any) -> None:
         if parent is None:  # the record is the root itself: no siblings to drop
-            self._emit(el, self.conv.name(el), self.record_path)
+            self._emit(el, self.conv.name(el), self.record_path if self.o.needs_paths else None)
             return
         while parent[0] is not el:
             if type(parent[0].tag) is str:
                 self.stats.skipped += 1
             del parent[0]
-        self._emit(el, self.conv.name(el), self.record_path)
+        self._emit(el, self.conv.name(el), self.record_path if self.o.needs_paths else None)
         del parent[0]
 
     def _close(self, root: Any) -> None:
-        if self.document or self.record_path is None:
+        if self.document is not None or self.record_path is None:
             if len(root):
                 self._take_children_until(root, root[len(root) - 1])
-            elif isinstance(self.sink, JsonDocumentSink):
-                self.sink.add_text(root.text)
+            elif self.document is not None and self.root_name is None:
+                self.document.add_text(root.text)
         self.sink.finish(root)
 
 
@@ -200,49 +205,4 @@ def _record_tag(src: Path, options: ConvertOptions, encoding: str | None) -> str
     if options.record_path is not None and options.mode != "json":
         local = options.record_path[-1].rpartition(":")[2]
         return "{*}" + local
-    return _peek_repeated_child(src, encoding)
-
-
-class _ChildTags:
-    """Parser target that notes the root's child tags; creates no elements at all.
-
-    A target rather than pull events because lxml's event proxies for elements inside
-    a broken entity's replacement text outlive the nodes libxml2 frees on the error
-    ("Tried to unregister unknown proxy"). Syntax errors in the first MiB are thus
-    found here, where no element object exists, and reported from here.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.seen: list[str] = []
-        self.repeated: str | None = None
-
-    def start(self, tag: str, attrib: Any, nsmap: Any = None) -> None:
-        self.depth += 1
-        if self.depth == 2 and self.repeated is None:
-            if tag in self.seen:
-                self.repeated = tag
-            else:
-                self.seen.append(tag)
-
-    def end(self, tag: str) -> None:
-        self.depth -= 1
-
-    def close(self) -> None:
-        pass
-
-
-def _peek_repeated_child(src: Path, encoding: str | None) -> str | None:
-    """The root's first repeated child tag in the first MiB (else its first child)."""
-    target = _ChildTags()
-    parser = safe_parser(target=target, encoding=encoding)
-    with open(src, "rb") as f:
-        head = f.read(PEEK_BYTES)
-        complete = len(head) < PEEK_BYTES
-    try:
-        parser.feed(head)
-        if complete:
-            parser.close()
-    except etree.XMLSyntaxError as exc:
-        raise xml_error(exc, src.name) from None
-    return target.repeated or (target.seen[0] if target.seen else None)
+    return peek_repeated_child(src, encoding)

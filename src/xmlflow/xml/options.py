@@ -150,7 +150,9 @@ def _strings(d: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "mode" in d:
         if d["mode"] not in _MODES:
-            raise ConfigError(f"option 'mode' must be one of {', '.join(_MODES)}, not {d['mode']!r}")
+            raise ConfigError(
+                f"option 'mode' must be one of {', '.join(_MODES)}, not {d['mode']!r}"
+            )
         out["mode"] = d["mode"]
     if "attr_prefix" in d:
         out["attr_prefix"] = _string("attr_prefix", d["attr_prefix"], empty_ok=True)

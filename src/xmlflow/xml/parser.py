@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lxml import etree
 
@@ -39,12 +39,14 @@ __all__ = [
     "MAX_DEPTH",
     "feed_file",
     "make_parser",
+    "parse_document",
     "safe_parser",
     "sniff_encoding",
     "xml_error",
 ]
 
 log = logging.getLogger(__name__)
+Event = Literal["start", "end", "start-ns", "end-ns", "comment", "pi"]
 
 CHUNK_SIZE = 64 * 1024
 """Bytes fed to libxml2 at a time: between two chunks we report progress and check
@@ -81,7 +83,7 @@ def _hardened_options(keep_comments: bool, keep_pis: bool) -> dict[str, Any]:
 
 def make_parser(
     *,
-    events: tuple[str, ...] = ("end",),
+    events: tuple[Event, ...] = ("end",),
     tag: str | None = None,
     keep_comments: bool = False,
     keep_pis: bool = False,
@@ -98,7 +100,7 @@ def make_parser(
     return parser
 
 
-def safe_parser(*, target: Any = None, encoding: str | None = None) -> etree.XMLParser:
+def safe_parser(*, target: Any = None, encoding: str | None = None) -> Any:
     """A whole-document parser with the same protections (stylesheets, schemas, XSD).
 
     With a parser ``target`` no element objects are created at all: the cheapest and
@@ -107,6 +109,19 @@ def safe_parser(*, target: Any = None, encoding: str | None = None) -> etree.XML
     parser = etree.XMLParser(target=target, encoding=encoding, **_hardened_options(False, False))
     parser.resolvers.add(_NoExternalResources())
     return parser
+
+
+def parse_document(path: Path) -> Any:
+    """The whole document at ``path`` as a tree (for XSD and XSLT), hardened.
+
+    Read through a file object: given a file *name*, lxml would route the document
+    itself through the resolver that empties every external load.
+    """
+    try:
+        with open(path, "rb") as f:
+            return etree.parse(f, safe_parser())
+    except etree.XMLSyntaxError as exc:
+        raise xml_error(exc, path.name) from None
 
 
 def sniff_encoding(head: bytes) -> str | None:
@@ -149,8 +164,9 @@ def xml_error(exc: etree.XMLSyntaxError, filename: str | None = None) -> XmlErro
             reason = friendly
             break
     line, column = exc.position if exc.position else (exc.lineno or 1, 1)
-    return XmlError(reason or "not well-formed XML", line=max(line, 1), column=max(column, 1),
-                    filename=filename)
+    return XmlError(
+        reason or "not well-formed XML", line=max(line, 1), column=max(column, 1), filename=filename
+    )
 
 
 def feed_file(

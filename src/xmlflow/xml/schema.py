@@ -17,7 +17,7 @@ from lxml import etree
 from xmlflow.errors import ConfigError
 from xmlflow.xml.parser import safe_parser
 
-__all__ = ["load_schema", "repeated_elements", "LocalFilesOnly"]
+__all__ = ["LocalFilesOnly", "load_schema", "local_parser", "repeated_elements"]
 
 log = logging.getLogger(__name__)
 XS = "{http://www.w3.org/2001/XMLSchema}"
@@ -48,7 +48,8 @@ def _local_path(url: str) -> Path | None:
     return None
 
 
-def _local_parser(folder: Path) -> tuple[etree.XMLParser, LocalFilesOnly]:
+def local_parser(folder: Path) -> tuple[etree.XMLParser, LocalFilesOnly]:
+    """A parser for operator files (XSD, XSLT) that reads only files under ``folder``."""
     resolver = LocalFilesOnly(folder)
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
@@ -61,7 +62,7 @@ def load_schema(path: Path) -> etree.XMLSchema:
     """Compile the XSD at ``path``; imports/includes only from its folder, never the network."""
     if not path.is_file():
         raise ConfigError(f"schema file not found: {path}")
-    parser, resolver = _local_parser(path.parent)
+    parser, resolver = local_parser(path.parent)
     try:
         doc = etree.parse(str(path), parser)
         return etree.XMLSchema(doc)
@@ -78,7 +79,8 @@ def repeated_elements(path: Path) -> set[str]:
     if not path.is_file():
         raise ConfigError(f"option 'force_list_xsd': schema file not found: {path}")
     try:
-        doc = etree.parse(str(path), safe_parser())
+        with open(path, "rb") as f:
+            doc = etree.parse(f, safe_parser())
     except etree.XMLSyntaxError as exc:
         raise ConfigError(f"option 'force_list_xsd': {path.name} is not XML: {exc}") from None
     names: set[str] = set()

@@ -6,12 +6,12 @@ Every sink writes as records arrive, so memory holds one record, never the outpu
 from __future__ import annotations
 
 import tempfile
-import zipfile
 from typing import IO, Any, BinaryIO, Protocol
 
 import orjson
 
 from xmlflow.xml.tree import DROP, TreeConverter
+from xmlflow.xml.zipstream import ZipWriter
 
 __all__ = ["JsonDocumentSink", "JsonLinesSink", "RecordSink", "ZipSink"]
 
@@ -40,14 +40,13 @@ class ZipSink:
     """One ``NNNNNN-name.json`` per record in a zip, written entry by entry."""
 
     def __init__(self, out: BinaryIO) -> None:
-        # Level 1: deflate at level 6 costs more CPU than the whole conversion.
-        self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1)
+        self.zip = ZipWriter(out)
         self.count = 0
 
     def add(self, name: str, value: Any, forced: bool = False) -> None:
         self.count += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
-        self.zip.writestr(f"{self.count:06d}-{safe}.json", orjson.dumps(value))
+        self.zip.add(f"{self.count:06d}-{safe}.json", orjson.dumps(value))
 
     def finish(self, root: Any) -> None:
         self.zip.close()
@@ -128,7 +127,9 @@ class JsonDocumentSink:
 
     def _start_stream(self) -> None:
         self.out.write(b"{" + orjson.dumps(self._root_name()) + b":{")
-        attrs = self.conv.attributes(self.root, None) if self._has_attrs() else {}
+        attrs = (
+            self.conv.attributes(self.root, self.root.items(), None) if self._has_attrs() else {}
+        )
         for key, value in attrs.items():
             self.out.write(orjson.dumps(key) + b":" + orjson.dumps(value) + b",")
         self.out.write(orjson.dumps(self.first) + b":[")
@@ -159,7 +160,9 @@ class JsonDocumentSink:
 
     def _finish_small(self) -> None:
         """Nothing was streamed: the root holds at most one value of its first key."""
-        attrs = self.conv.attributes(self.root, None) if self._has_attrs() else {}
+        attrs = (
+            self.conv.attributes(self.root, self.root.items(), None) if self._has_attrs() else {}
+        )
         name = orjson.dumps(self._root_name())
         if not attrs and self.pending is None and not self.groups:
             text = self.conv.finish_value(None, "".join(self.text))

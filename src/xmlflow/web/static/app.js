@@ -1,208 +1,213 @@
-// xmlflow page: uploads files, shows every job as a card, follows each job's SSE stream.
-"use strict";
+// xmlflow's page: uploads files, shows every job as a card, follows unfinished jobs live.
 
-const FINISHED = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
-const cards = new Map(); // job id -> {el, source, steps: Map}
+import { api } from "./api.js";
+import { FINISHED, JobCard } from "./card.js";
+import { $, announce } from "./dom.js";
+import { plural } from "./format.js";
+import { LiveUpdates } from "./live.js";
+import { Uploader } from "./uploads.js";
 
-function $(sel, root = document) { return root.querySelector(sel); }
+const PAGE_SIZE = 25;
+const PIPELINE_KEY = "xmlflow.pipeline";
 
-function formatSize(bytes) {
-  if (bytes == null) return "";
-  const units = ["B", "KB", "MB", "GB"];
-  let i = 0;
-  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
-  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
-}
+const cards = new Map(); // job id -> JobCard
+const live = new LiveUpdates();
+let totalJobs = 0;
 
-function setStatus(card, status) {
-  card.el.dataset.status = status;
-  $(".job-status", card.el).textContent = status;
-  $(".cancel", card.el).hidden = FINISHED.has(status);
-}
+// -- cards ---------------------------------------------------------------------------------------
 
-function renderJob(job) {
+function showCard(job, { atTop }) {
   let card = cards.get(job.id);
-  if (!card) {
-    const el = $("#job-template").content.firstElementChild.cloneNode(true);
-    el.dataset.jobId = job.id;
-    card = { el, source: null, steps: new Map(), total: job.steps.length };
+  if (card) {
+    card.applySnapshot(job);
+  } else {
+    card = new JobCard(job, { onCancel: cancelJob, onRemove: removeJob });
     cards.set(job.id, card);
-    $(".job-name", el).textContent = job.filename;
-    $(".job-size", el).textContent = formatSize(job.size);
-    $(".cancel", el).addEventListener("click", () => cancelJob(job.id));
-    job.steps.forEach((step, index) => addStep(card, step, index));
-    $("#job-list").prepend(el);
-    $("#empty-state").hidden = true;
+    const list = $("#job-list");
+    if (atTop) list.prepend(card.el);
+    else list.append(card.el);
+    card.tick();
   }
-  job.steps.forEach((step, index) => updateStep(card, { index, ...step }));
-  setStatus(card, job.status);
-  if (FINISHED.has(job.status)) showEnd(card, job);
+  if (!card.finished) live.follow(card);
   return card;
 }
 
-function addStep(card, step, index) {
-  const el = $("#step-template").content.firstElementChild.cloneNode(true);
-  el.dataset.stepId = step.id;
-  el.dataset.index = index;
-  $(".step-name", el).textContent = step.name;
-  $(".steps", card.el).append(el);
-  card.steps.set(index, el);
+function updateCounts() {
+  const empty = cards.size === 0;
+  $("#empty-state").hidden = !empty;
+  const count = $("#job-count");
+  count.hidden = empty;
+  count.textContent = plural(Math.max(totalJobs, cards.size), "job");
+  $("#load-more").hidden = cards.size >= totalJobs;
 }
 
-function updateStep(card, data) {
-  const el = card.steps.get(data.index);
-  if (!el) return;
-  if (data.status) {
-    el.dataset.status = data.status;
-    $(".step-state", el).textContent = data.status;
-    $(".step-bar", el).hidden = data.status !== "running";
+async function addJob(jobId) {
+  try {
+    const job = await api(`/api/jobs/${encodeURIComponent(jobId)}`);
+    totalJobs += cards.has(job.id) ? 0 : 1;
+    showCard(job, { atTop: true });
+    announce(`${job.filename} uploaded: job started.`);
+  } catch (error) {
+    showListError(error.message);
   }
-  if (data.elapsed != null) $(".step-time", el).textContent = `${Number(data.elapsed).toFixed(2)} s`;
-  const error = $(".step-error", el);
-  error.hidden = !data.error;
-  error.textContent = data.error || "";
-  if (data.fraction != null && data.status !== "succeeded") {
-    $(".step-bar span", el).style.width = `${Math.round(data.fraction * 100)}%`;
-  }
-  if (data.message) $(".step-message", el).textContent = data.message;
-  updateOverall(card);
-}
-
-function updateOverall(card) {
-  let done = 0;
-  for (const el of card.steps.values()) {
-    if (["succeeded", "failed", "skipped"].includes(el.dataset.status)) done += 1;
-    else if (el.dataset.status === "running") {
-      done += (parseFloat($(".step-bar span", el).style.width) || 0) / 100;
-    }
-  }
-  const pct = card.steps.size ? Math.round((done / card.steps.size) * 100) : 0;
-  const bar = $(".bar", card.el);
-  bar.setAttribute("aria-valuenow", pct);
-  $("span", bar).style.width = `${pct}%`;
-}
-
-function showEnd(card, end) {
-  setStatus(card, end.status);
-  const error = $(".job-error", card.el);
-  error.hidden = !end.error;
-  error.textContent = end.error || "";
-  $(".job-note", card.el).hidden = true;
-  const list = $(".outputs", card.el);
-  list.replaceChildren();
-  for (const output of end.outputs || []) {
-    const li = document.createElement("li");
-    const a = document.createElement("a");
-    a.href = output.url;
-    a.textContent = `Download ${output.name} (${formatSize(output.size)})`;
-    a.setAttribute("download", output.name);
-    li.append(a);
-    list.append(li);
-  }
-  if (end.status === "succeeded") updateOverall(card);
-  if (card.source) { card.source.close(); card.source = null; }
-}
-
-function follow(jobId) {
-  const card = cards.get(jobId);
-  if (!card || card.source) return;
-  const source = new EventSource(`/stream/${jobId}`);
-  card.source = source;
-  const note = $(".job-note", card.el);
-  source.addEventListener("open", () => { note.hidden = true; });
-  source.addEventListener("error", () => {
-    if (card.source && !FINISHED.has(card.el.dataset.status)) {
-      note.textContent = "reconnecting…";
-      note.hidden = false;
-    }
-  });
-  source.addEventListener("job", (e) => setStatus(card, JSON.parse(e.data).status));
-  source.addEventListener("step", (e) => updateStep(card, JSON.parse(e.data)));
-  source.addEventListener("progress", (e) => updateStep(card, JSON.parse(e.data)));
-  source.addEventListener("end", (e) => showEnd(card, JSON.parse(e.data)));
-}
-
-async function loadJob(jobId) {
-  const response = await fetch(`/api/jobs/${jobId}`);
-  if (!response.ok) return;
-  const job = await response.json();
-  renderJob(job);
-  if (!FINISHED.has(job.status)) follow(job.id);
+  updateCounts();
 }
 
 async function loadHistory() {
-  const response = await fetch("/api/jobs?limit=50");
-  if (!response.ok) return;
-  const { jobs } = await response.json();
-  for (const job of jobs.reverse()) {
-    renderJob(job);
-    if (!FINISHED.has(job.status)) follow(job.id);
+  const panel = $(".jobs");
+  panel.setAttribute("aria-busy", "true");
+  try {
+    // Newest first; the cards shown are a newest-first prefix, so their count is the offset.
+    const page = await api(`/api/jobs?limit=${PAGE_SIZE}&offset=${cards.size}`);
+    totalJobs = page.total;
+    for (const job of page.jobs) showCard(job, { atTop: false });
+    showListError("");
+  } catch (error) {
+    if (error.status === 401) return signIn(); // leaves "Loading…" up while the browser goes
+    showListError(`${error.message} (Your jobs are safe on the server; reload the page to see them.)`);
   }
+  panel.setAttribute("aria-busy", "false");
+  $("#jobs-loading").hidden = true;
+  updateCounts();
 }
 
-async function cancelJob(jobId) {
-  const response = await fetch(`/api/jobs/${jobId}/cancel`, { method: "POST" });
-  if (!response.ok && response.status !== 409) {
-    const body = await response.json().catch(() => ({}));
-    alert(body.error ? body.error.message : `Cancel failed (${response.status})`);
-  }
+/** The server wants its token: its sign-in page brings the person back here. */
+function signIn() {
+  window.location.assign(`/signin?next=${encodeURIComponent(window.location.pathname)}`);
 }
 
-function upload(files) {
-  const form = $("#upload-form");
-  const errorEl = $("#upload-error");
-  errorEl.hidden = true;
-  if (!files.length) {
-    errorEl.textContent = "Choose at least one XML file first.";
-    errorEl.hidden = false;
-    return;
-  }
-  const data = new FormData();
-  for (const file of files) data.append("file", file, file.name);
-  const pipeline = $("#pipeline", form);
-  if (pipeline) data.append("pipeline", pipeline.value);
-  const item = document.createElement("li");
-  item.textContent = `Uploading ${files.length} file(s)… 0%`;
-  $("#upload-progress").append(item);
-  const xhr = new XMLHttpRequest();
-  xhr.open("POST", "/upload");
-  xhr.upload.addEventListener("progress", (e) => {
-    if (e.lengthComputable) item.textContent = `Uploading ${files.length} file(s)… ${Math.round((e.loaded / e.total) * 100)}%`;
-  });
-  xhr.addEventListener("load", () => {
-    item.remove();
-    let body = {};
-    try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-    if (xhr.status !== 202) {
-      errorEl.textContent = body.error ? body.error.message : `Upload failed (${xhr.status}).`;
-      errorEl.hidden = false;
-      return;
-    }
-    for (const job of body.jobs) loadJob(job.id);
-  });
-  xhr.addEventListener("error", () => {
-    item.remove();
-    errorEl.textContent = "The upload did not reach the server. Check your connection and try again.";
-    errorEl.hidden = false;
-  });
-  xhr.send(data);
+function showListError(message) {
+  const box = $("#jobs-error");
+  box.textContent = message;
+  box.hidden = !message;
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+async function cancelJob(card) {
+  try {
+    card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}/cancel`, { method: "POST" }));
+  } catch (error) {
+    if (error.status !== 409) card.setNote(`Could not cancel: ${error.message}`);
+  }
+  if (card.finished) live.stop(card);
+}
+
+async function removeJob(card) {
+  const outputs = card.outputCount ? ` and delete its ${plural(card.outputCount, "output")}` : "";
+  if (outputs && !window.confirm(`Remove ${card.filename}${outputs}?`)) return;
+  try {
+    await api(`/api/jobs/${encodeURIComponent(card.id)}`, { method: "DELETE" });
+  } catch (error) {
+    if (error.status !== 404) return card.setNote(`Could not remove: ${error.message}`);
+  }
+  const next = card.el.nextElementSibling ?? card.el.previousElementSibling;
+  live.stop(card);
+  card.el.remove();
+  cards.delete(card.id);
+  totalJobs = Math.max(0, totalJobs - 1);
+  updateCounts();
+  announce(`${card.filename} removed.`);
+  (next?.querySelector("button:not([hidden])") ?? $("#jobs-title")).focus();
+}
+
+// -- uploads -------------------------------------------------------------------------------------
+
+function setUpUploads() {
   const form = $("#upload-form");
   const input = $("#file-input");
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
-    upload(Array.from(input.files));
-    form.reset();
+  const picker = $("#pipeline");
+  const uploader = new Uploader({
+    list: $("#uploads"),
+    maxBytes: Number(form.dataset.maxBytes),
+    maxSize: form.dataset.maxSize,
+    onJob: addJob,
   });
+  const start = (files) => {
+    $("#upload-error").hidden = true;
+    if (!files.length) return;
+    uploader.add(files, picker?.value);
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    start([...input.files]);
+  });
+  input.addEventListener("change", () => {
+    start([...input.files]);
+    input.value = ""; // choosing the same file again is a new upload
+  });
+  setUpPicker(picker);
+  setUpDropping(start);
+  window.addEventListener("beforeunload", (event) => {
+    if (uploader.busy) event.preventDefault(); // the browser asks "leave the page?"
+  });
+}
+
+function setUpPicker(picker) {
+  if (!picker) return;
+  const describe = () => {
+    $("#pipeline-steps").textContent = `Steps: ${picker.selectedOptions[0]?.dataset.steps ?? ""}`;
+  };
+  const saved = localStorage.getItem(PIPELINE_KEY);
+  if (saved && [...picker.options].some((o) => o.value === saved)) picker.value = saved;
+  describe();
+  picker.addEventListener("change", () => {
+    localStorage.setItem(PIPELINE_KEY, picker.value);
+    describe();
+  });
+}
+
+/** Files can be dropped anywhere on the page, not only on the drop zone. */
+function setUpDropping(start) {
   const zone = $("#drop-zone");
-  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
-  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => {
-    e.preventDefault();
-    zone.classList.remove("over");
-    upload(Array.from(e.dataTransfer.files));
+  const overlay = $("#drop-overlay");
+  let depth = 0;
+  const carriesFiles = (event) => event.dataTransfer?.types.includes("Files");
+  const show = (on) => {
+    overlay.hidden = !on;
+    zone.classList.toggle("over", on);
+  };
+  document.addEventListener("dragenter", (event) => {
+    if (!carriesFiles(event)) return;
+    depth += 1;
+    show(true);
   });
+  document.addEventListener("dragleave", (event) => {
+    if (!carriesFiles(event)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) show(false);
+  });
+  document.addEventListener("dragover", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  document.addEventListener("drop", (event) => {
+    if (!carriesFiles(event)) return;
+    event.preventDefault(); // or the browser would open the file instead
+    depth = 0;
+    show(false);
+    start([...event.dataTransfer.files]);
+  });
+}
+
+// -- start ---------------------------------------------------------------------------------------
+
+function tickClocks() {
+  let round = 0;
+  setInterval(() => {
+    round += 1;
+    for (const card of cards.values()) {
+      if (!FINISHED.has(card.status) || round % 30 === 0) card.tick();
+    }
+  }, 1000);
+}
+
+function start() {
+  setUpUploads();
+  $("#load-more").addEventListener("click", loadHistory);
+  tickClocks();
   loadHistory();
-});
+  // Exposed for debugging in the console, and for the browser tests.
+  window.xmlflow = { cards, live };
+}
+
+start();

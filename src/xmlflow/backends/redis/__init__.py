@@ -1,0 +1,90 @@
+"""The scale-out backend: jobs and events in Redis, work on RQ workers.
+
+The only place that imports ``redis`` and ``rq``; :func:`xmlflow.backends.open_backend`
+imports it only when ``XMLFLOW_REDIS_URL`` is set. It is a package rather than one
+module so that each part stays short: :mod:`.keys` (the data model), :mod:`.store`
+(jobs and event appends), :mod:`.fanout` (following streams), :mod:`.jobs` (RQ,
+leases and the lost-worker monitor).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ...models import Event, EventType
+from ...settings import Settings
+from ..base import Backend
+from .fanout import BLOCK_MS, Follower
+from .jobs import LostJobMonitor, RQExecutor, lease_kept, run_worker
+from .store import RedisStore
+
+__all__ = ["RedisEventLog", "RedisStore", "lease_kept", "open_redis_backend", "run_worker"]
+
+
+class RedisEventLog:
+    """``EventLog``: appends and replays go to the store; following to the process's reader."""
+
+    def __init__(self, store: RedisStore, follower: Follower) -> None:
+        self.store = store
+        self.follower = follower
+
+    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
+        return self.store.append(job_id, type, data)
+
+    def read(self, job_id: str, after: int = 0) -> list[Event]:
+        return self.store.read(job_id, after)
+
+    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        return self.follower.follow(job_id, after, timeout)
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A client that rides out short outages (a Redis restart) by reconnecting."""
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        **options,
+    )
+
+
+def open_redis_backend(settings: Settings) -> Backend:
+    assert settings.redis_url
+    url = settings.redis_url
+    client = connect(url, socket_timeout=30)
+    retention = settings.retention_hours * 3600
+    store = RedisStore(client, retention=retention, lease_ttl=settings.lease_seconds)
+    follower = Follower(
+        # The reader's own connection: no automatic retry (it reconnects itself), and a
+        # socket timeout longer than its XREAD BLOCK.
+        lambda: redis.Redis.from_url(
+            url,
+            single_connection_client=True,
+            socket_connect_timeout=5,
+            socket_timeout=BLOCK_MS / 1000 + 10,
+            socket_keepalive=True,
+        ),
+        client,
+        store.read,
+    )
+    executor = RQExecutor(client, failure_ttl=int(retention))
+    monitor = LostJobMonitor(store, executor, settings.data_dir.resolve(), settings.retries)
+
+    def close() -> None:
+        monitor.stop()
+        follower.close()
+
+    return Backend(
+        store=store,
+        events=RedisEventLog(store, follower),
+        executor=executor,
+        close=close,
+        start=monitor.start,
+    )

@@ -1,0 +1,206 @@
+"""Following job streams: one reader per process, fanned out to every listener in it.
+
+A browser's stream does not get a Redis connection of its own. Each web process runs
+one reader (a thread; a greenlet under gevent, where ``threading`` is patched) that
+``XREAD BLOCK``s on the streams of every job someone in this process is watching,
+keeps the last events of each in memory, and wakes that job's listeners. A listener
+that fell behind the memory (or arrives late) replays with ``XRANGE`` instead, so
+nothing is ever skipped: ids are contiguous per job and every gap is filled from Redis.
+
+When the set of watched jobs grows, the reader is blocked on the old set: another
+connection sends ``CLIENT UNBLOCK`` to its connection so it starts over at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ...models import Event
+from .keys import Keys, event_id
+from .store import REDIS_DOWN, to_event
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 5_000  # an XREAD returns at least this often, even if nothing is unblocking it
+BATCH = 1_000  # entries per stream per XREAD
+MEMORY = 512  # recent events kept per watched job
+
+
+@dataclass
+class _Watch:
+    """One job that listeners in this process follow."""
+
+    cursor: int  # the id of the last event the reader has seen
+    cond: threading.Condition
+    recent: deque[Event] = field(default_factory=lambda: deque(maxlen=MEMORY))
+    listeners: int = 0
+
+    def since(self, after: int) -> list[Event] | None:
+        """Events after ``after`` from memory; None when memory does not reach back."""
+        if not self.recent or self.recent[0].id > after + 1:
+            return None
+        return [e for e in self.recent if e.id > after]
+
+
+class Follower:
+    """``EventLog.follow`` for one process: the reader thread and its listeners."""
+
+    def __init__(
+        self,
+        new_connection: Callable[[], redis.Redis],
+        control: redis.Redis,
+        replay: Callable[[str, int], list[Event]],
+    ) -> None:
+        self._new_connection = new_connection
+        self._control = control  # for CLIENT UNBLOCK; the shared pool
+        self._replay = replay
+        self._lock = threading.Lock()
+        self._watches: dict[str, _Watch] = {}
+        self._changed = threading.Condition(self._lock)
+        self._reader_id: int | None = None  # the reader's CLIENT ID while it is blocked
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- the listener's side ---------------------------------------------------------------------
+
+    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Events after ``after``, waiting up to ``timeout`` s; [] on timeout or shutdown."""
+        if self._closed:
+            return []
+        if job_id not in self._watches:
+            events = self._safe_replay(job_id, after)
+            if events:
+                return events
+        with self._watching(job_id, after) as watch:
+            recent = self._wait(watch, after, time.monotonic() + timeout)
+        return self._safe_replay(job_id, after) if recent is None else recent
+
+    def _wait(self, watch: _Watch, after: int, deadline: float) -> list[Event] | None:
+        with self._lock:
+            while watch.cursor <= after and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                watch.cond.wait(left)
+            return watch.since(after) if watch.cursor > after else []
+
+    @contextmanager
+    def _watching(self, job_id: str, after: int) -> Iterator[_Watch]:
+        with self._lock:
+            watch = self._watches.get(job_id)
+            added = watch is None
+            if watch is None:
+                watch = self._watches[job_id] = _Watch(after, threading.Condition(self._lock))
+            watch.listeners += 1
+            reader_blocked_on = self._reader_id if added else None
+            self._changed.notify()
+        self._ensure_reader()
+        if reader_blocked_on is not None:
+            self._unblock(reader_blocked_on)
+        try:
+            yield watch
+        finally:
+            with self._lock:
+                watch.listeners -= 1
+                if watch.listeners == 0 and self._watches.get(job_id) is watch:
+                    del self._watches[job_id]
+
+    def _safe_replay(self, job_id: str, after: int) -> list[Event]:
+        try:
+            return self._replay(job_id, after)
+        except Exception as exc:  # Redis away: keep the stream open, the reader will resume
+            log.warning("replay of job %s failed: %s", job_id, exc)
+            time.sleep(0.5)
+            return []
+
+    def _unblock(self, client_id: int) -> None:
+        try:
+            self._control.client_unblock(client_id)
+        except REDIS_DOWN:
+            pass  # the reader is not blocked on a live connection either
+
+    # -- the reader -------------------------------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return
+            self._thread = threading.Thread(target=self._run, name="xmlflow-follow", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn: redis.Redis | None = None
+        pause = 0.1
+        while not self._closed:
+            try:
+                conn = conn or self._connect()
+                self._read_once(conn)
+                pause = 0.1
+            except REDIS_DOWN as exc:
+                log.warning("event reader lost Redis (%s); reconnecting in %.1f s", exc, pause)
+                self._drop(conn)
+                conn = None
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+            except Exception:
+                log.exception("event reader failed; restarting it")
+                self._drop(conn)
+                conn = None
+                time.sleep(1.0)
+
+    def _connect(self) -> redis.Redis:
+        conn = self._new_connection()
+        client_id = int(conn.client_id())
+        with self._lock:
+            self._reader_id = client_id
+        return conn
+
+    def _drop(self, conn: redis.Redis | None) -> None:
+        with self._lock:
+            self._reader_id = None
+        if conn is not None:
+            conn.close()
+
+    def _read_once(self, conn: redis.Redis) -> None:
+        with self._lock:
+            while not self._watches and not self._closed:
+                self._changed.wait(1.0)
+            cursors = {Keys.events.format(j): w.cursor for j, w in self._watches.items()}
+        if not cursors:
+            return
+        reply = conn.xread(cursors, count=BATCH, block=BLOCK_MS)  # type: ignore[arg-type]
+        if reply:
+            self._deliver(reply)
+
+    def _deliver(self, reply: Any) -> None:
+        with self._lock:
+            for key, entries in reply:
+                job_id = key.decode().rpartition(":")[2]
+                watch = self._watches.get(job_id)
+                if watch is None:
+                    continue
+                for entry_id, fields in entries:
+                    if event_id(entry_id) > watch.cursor:
+                        watch.recent.append(to_event(job_id, entry_id, fields))
+                        watch.cursor = watch.recent[-1].id
+                watch.cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every listener with nothing, so the streams of this process end now."""
+        with self._lock:
+            self._closed = True
+            reader = self._reader_id
+            for watch in self._watches.values():
+                watch.cond.notify_all()
+            self._changed.notify_all()
+        if reader is not None:
+            self._unblock(reader)

@@ -1,0 +1,148 @@
+"""Running jobs on RQ, keeping their leases, and settling the jobs of lost workers.
+
+RQ moves a job id from the web process to some ``xmlflow worker``; the worker's
+work-horse (a fork per job) calls :func:`xmlflow.rqjobs.run_job`, which is
+``execute_job`` with a lease kept alive beside it. RQ alone cannot tell us when a
+worker *and* its horse were killed (its abandoned-job cleanup is slow and does not
+know our job record), so the lease does: ``claim`` sets it in the same transaction that
+marks the job running, a thread in the horse renews it, and a monitor in every
+process (one at a time, under a short lock) ends or requeues running jobs whose lease
+has expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import redis
+from rq import Queue, Worker
+
+from ...models import JobStatus
+from .keys import QUEUE_NAME, Keys
+from .store import REDIS_DOWN, RedisStore
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "xmlflow.rqjobs.run_job"
+
+
+class RQExecutor:
+    """``Executor`` on an RQ queue: ``submit`` enqueues; workers elsewhere run the job."""
+
+    def __init__(self, client: redis.Redis, *, failure_ttl: int) -> None:
+        self.queue = Queue(QUEUE_NAME, connection=client)
+        self.failure_ttl = failure_ttl
+
+    def submit(self, job_id: str) -> None:
+        # No RQ timeout (XMLFLOW_STEP_TIMEOUT is ours) and no RQ result: the record is ours.
+        self.queue.enqueue(
+            JOB_FUNCTION,
+            job_id,
+            job_timeout=-1,
+            result_ttl=0,
+            failure_ttl=self.failure_ttl,
+            description=f"xmlflow job {job_id}",
+        )
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Nothing runs in this process."""
+
+
+def worker_name() -> str:
+    return f"xmlflow-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@contextmanager
+def lease_kept(store: RedisStore, job_id: str) -> Iterator[None]:
+    """Renew the job's lease while the body runs; dies with this process, which is the point."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(store.lease_ttl / 5):
+            try:
+                store.renew_lease(job_id)
+            except Exception as exc:  # Redis away: the lease has room for a short outage
+                log.warning("job %s: could not renew its lease: %s", job_id, exc)
+
+    thread = threading.Thread(target=renew, name=f"xmlflow-lease-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+class LostJobMonitor:
+    """Every few seconds, one process settles running jobs whose lease expired."""
+
+    def __init__(
+        self, store: RedisStore, executor: RQExecutor, data_dir: Path, retries: int
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.data_dir = data_dir
+        self.retries = retries
+        self.interval = max(1.0, min(5.0, store.lease_ttl / 3))
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="xmlflow-monitor", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.store.try_lock(Keys.monitor, self.interval * 0.8):
+                    self.check()
+            except Exception as exc:
+                log.warning("lost-job check failed (will try again): %s", exc)
+
+    def check(self) -> int:
+        """Settle every lost job now; returns how many were."""
+        settled = 0
+        for job_id in self.store.running_without_lease():
+            status = self.store.settle_lost(job_id, self.retries)
+            if status is None:
+                continue
+            settled += 1
+            log.warning("job %s: its worker was lost; now %s", job_id, status)
+            if status is JobStatus.QUEUED:
+                self.executor.submit(job_id)
+            else:
+                self._discard_files(job_id)
+        return settled
+
+    def _discard_files(self, job_id: str) -> None:
+        job_dir = self.data_dir / "jobs" / job_id
+        (job_dir / "source").unlink(missing_ok=True)
+        for sub in ("work", "out"):
+            shutil.rmtree(job_dir / sub, ignore_errors=True)
+
+
+def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = None) -> None:
+    """Run an RQ worker on the xmlflow queue until it is told to stop (or, in burst, idle).
+
+    RQ waits out Redis outages while it waits for a job, but not everywhere else; a
+    worker that gave up on Redis is started again rather than left dead.
+    """
+    while True:
+        worker = Worker(
+            [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
+        )
+        try:
+            worker.work(burst=burst, with_scheduler=False)
+            return
+        except REDIS_DOWN as exc:
+            log.warning("worker lost Redis (%s); starting again in 2 s", exc)
+            time.sleep(2)

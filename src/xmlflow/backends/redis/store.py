@@ -1,0 +1,334 @@
+"""Jobs and their events in Redis: a hash per job, a stream per job, sorted sets as indexes.
+
+Every change goes through :meth:`RedisStore._transact`: ``WATCH`` the job's hash, read
+it, fold the new events into the record with :func:`models.apply_event` (the same
+function the embedded backend uses), then one ``MULTI``/``EXEC`` writes the record,
+``XADD``s the events and moves the job between the index sets. A concurrent writer
+makes ``EXEC`` fail and the change is simply recomputed, so ``claim`` and ``cancel``
+are atomic across every process.
+
+Redis going away for a moment (a restart) is waited out for up to ``OUTAGE_GRACE``
+seconds. A retried ``EXEC`` whose first attempt did land is recognised by the
+change's random ``nonce`` stored in the same transaction, so no event is doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from ...errors import BackendUnavailable, Conflict, NotFound
+from ...models import Event, EventType, Job, JobStatus, apply_event
+from .keys import Keys, event_id, stream_id
+
+log = logging.getLogger(__name__)
+
+OUTAGE_GRACE = 30.0  # seconds a write waits for Redis to come back before giving up
+STREAM_MAXLEN = 10_000  # events kept per job (approximately): a cap, not a window
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass
+class Change:
+    """A change being computed under ``WATCH``: the events to add and fields to set."""
+
+    job: Job
+    cancel: bool
+    attempts: int
+    leased: bool
+    events: list[Event] = field(default_factory=list)
+    fields: dict[str, str | int] = field(default_factory=dict)
+    lease_owner: str | None = None
+    replayed: bool = False  # the change had already been applied by an earlier attempt
+
+    def append(self, type: EventType, data: dict[str, Any]) -> Event:
+        apply_event(self.job, type, data, time.time())
+        self.job.last_event_id += 1
+        event = Event(self.job.id, self.job.last_event_id, type, data)
+        self.events.append(event)
+        return event
+
+
+Decide = Callable[[Change], bool]  # returns False to leave the job as it is
+
+
+class RedisStore:
+    """JobStore, and the write/replay half of the EventLog (following is :mod:`.fanout`'s)."""
+
+    def __init__(self, client: redis.Redis, *, retention: float, lease_ttl: float) -> None:
+        self.r = client
+        self.retention = retention
+        self.lease_ttl = lease_ttl
+
+    # -- JobStore ----------------------------------------------------------------------------
+
+    def create(self, job: Job) -> Event:
+        change = Change(job, cancel=False, attempts=0, leased=False)
+        event = change.append(EventType.JOB, {"job": job.id, "status": "queued"})
+        with _available():
+            pipe = self.r.pipeline(transaction=True)
+            pipe.zadd(Keys.all_jobs, {job.id: job.created_at})
+            self._write(pipe, change, old_status=None, nonce="")
+            pipe.execute()
+        return event
+
+    def get(self, job_id: str) -> Job | None:
+        with _available():
+            doc: bytes | None = self.r.hget(Keys.job.format(job_id), "doc")  # type: ignore[assignment]
+        return _load(doc) if doc else None
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        pipeline: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        index = Keys.by_status.format(status) if status else Keys.all_jobs
+        with _available():
+            if pipeline is None:
+                total = int(self.r.zcard(index))
+                ids = _ids(self.r.zrevrange(index, offset, offset + limit - 1))
+                return self._load_many(ids), total
+            jobs = [
+                j
+                for j in self._load_many(_ids(self.r.zrevrange(index, 0, -1)))
+                if j.pipeline_name == pipeline
+            ]
+        return jobs[offset : offset + limit], len(jobs)
+
+    def claim(self, job_id: str, owner: str = "") -> Job | None:
+        def decide(c: Change) -> bool:
+            if c.job.status is not JobStatus.QUEUED:
+                return False
+            c.append(EventType.JOB, {"job": job_id, "status": "running"})
+            c.lease_owner = owner or "worker"
+            return True
+
+        change = self._transact(job_id, decide)
+        claimed = change is not None and (change.replayed or bool(change.events))
+        return change.job if change and claimed else None
+
+    def cancel(self, job_id: str) -> Job:
+        def decide(c: Change) -> bool:
+            if c.job.status.finished:
+                raise Conflict(f"job {job_id} has already ended ({c.job.status})")
+            if c.job.status is JobStatus.QUEUED:
+                c.append(EventType.END, cancelled_end())
+            c.fields["cancel"] = 1
+            return True
+
+        change = self._transact(job_id, decide)
+        if change is None:
+            raise NotFound(f"no job {job_id!r}")
+        return change.job
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with _available():
+            return self.r.hget(Keys.job.format(job_id), "cancel") == b"1"
+
+    def delete(self, job_id: str) -> None:
+        with _available():
+            pipe = self.r.pipeline(transaction=True)
+            pipe.delete(
+                Keys.job.format(job_id), Keys.events.format(job_id), Keys.lease.format(job_id)
+            )
+            for index in (Keys.all_jobs, Keys.ended, *Keys.status_sets()):
+                pipe.zrem(index, job_id)
+            pipe.execute()
+
+    def unfinished(self) -> list[Job]:
+        with _available():
+            ids = [
+                *_ids(self.r.zrange(Keys.by_status.format(JobStatus.QUEUED), 0, -1)),
+                *_ids(self.r.zrange(Keys.by_status.format(JobStatus.RUNNING), 0, -1)),
+            ]
+            return sorted(self._load_many(ids), key=lambda j: j.created_at)
+
+    def expired(self, ended_before: float) -> list[str]:
+        with _available():
+            return _ids(self.r.zrangebyscore(Keys.ended, "-inf", f"({ended_before}"))
+
+    def count_queued(self) -> int:
+        with _available():
+            return int(self.r.zcard(Keys.by_status.format(JobStatus.QUEUED)))
+
+    # -- EventLog: append and replay -----------------------------------------------------------
+
+    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
+        change = self._transact(job_id, lambda c: bool(c.append(type, data)))
+        if change is None:
+            raise NotFound(f"no job {job_id!r}")
+        if change.replayed:
+            return Event(job_id, change.job.last_event_id, type, data)
+        return change.events[0]
+
+    def read(self, job_id: str, after: int = 0) -> list[Event]:
+        with _available():
+            entries: Any = self.r.xrange(Keys.events.format(job_id), min=str(after + 1), max="+")
+        return [to_event(job_id, entry_id, fields) for entry_id, fields in entries]
+
+    # -- leases: which running jobs still have a live process ----------------------------------
+
+    def renew_lease(self, job_id: str) -> None:
+        """Called every few seconds by the process running the job; a no-op before ``claim``."""
+        self.r.expire(Keys.lease.format(job_id), int(self.lease_ttl))
+
+    def running_without_lease(self) -> list[str]:
+        with _available():
+            ids = _ids(self.r.zrange(Keys.by_status.format(JobStatus.RUNNING), 0, -1))
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.exists(Keys.lease.format(job_id))
+            alive = pipe.execute()
+        return [i for i, up in zip(ids, alive, strict=True) if not up]
+
+    def settle_lost(self, job_id: str, retries: int) -> JobStatus | None:
+        """End (or requeue, while retries are left) a running job whose lease has expired.
+
+        Returns the job's new status, or None when it was not lost after all.
+        """
+
+        def decide(c: Change) -> bool:
+            if c.job.status is not JobStatus.RUNNING or c.leased:
+                return False
+            if c.attempts < retries:
+                c.fields["attempts"] = c.attempts + 1
+                c.append(
+                    EventType.JOB,
+                    {"job": job_id, "status": "queued", "retry": c.attempts + 1, "error": LOST},
+                )
+            else:
+                c.append(EventType.END, {"status": "failed", "error": LOST, "outputs": []})
+            return True
+
+        change = self._transact(job_id, decide)
+        return change.job.status if change and change.events else None
+
+    def try_lock(self, key: str, seconds: float) -> bool:
+        with _available():
+            return bool(self.r.set(key, b"1", nx=True, px=int(seconds * 1000)))
+
+    # -- the transaction --------------------------------------------------------------------------
+
+    def _transact(self, job_id: str, decide: Decide) -> Change | None:
+        """Apply ``decide`` to the job atomically; None if there is no such job."""
+        nonce = secrets.token_hex(8)
+        deadline = time.monotonic() + OUTAGE_GRACE
+        pause = 0.05
+        while True:
+            try:
+                return self._attempt(job_id, decide, nonce)
+            except redis.WatchError:
+                continue
+            except REDIS_DOWN as exc:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+                log.warning("Redis unavailable (%s); retrying in %.1f s", exc, pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _attempt(self, job_id: str, decide: Decide, nonce: str) -> Change | None:
+        key, lease = Keys.job.format(job_id), Keys.lease.format(job_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.watch(key, lease)  # type: ignore[no-untyped-call]
+            fields: list[Any] = pipe.hmget(key, "doc", "cancel", "attempts", "nonce")
+            doc, cancel, attempts, last_nonce = fields
+            if doc is None:
+                return None
+            change = Change(
+                _load(doc), cancel == b"1", int(attempts or 0), bool(pipe.exists(lease))
+            )
+            if last_nonce == nonce.encode():
+                change.replayed = True
+                return change
+            old_status = change.job.status
+            if not decide(change):
+                return change
+            pipe.multi()
+            self._write(pipe, change, old_status, nonce)
+            pipe.execute()
+            return change
+
+    def _write(self, pipe: Any, c: Change, old_status: JobStatus | None, nonce: str) -> None:
+        """Queue the writes of one change on a ``MULTI`` pipeline."""
+        job, key, events = c.job, Keys.job.format(c.job.id), Keys.events.format(c.job.id)
+        for event in c.events:
+            pipe.xadd(
+                events,
+                {"t": str(event.type), "d": orjson.dumps(event.data)},
+                id=stream_id(event.id),
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+        pipe.hset(
+            key,
+            mapping={
+                "doc": orjson.dumps(job.to_dict()),
+                "status": str(job.status),
+                "nonce": nonce,
+                **c.fields,
+            },
+        )
+        if old_status is not job.status:
+            if old_status is not None:
+                pipe.zrem(Keys.by_status.format(old_status), job.id)
+            pipe.zadd(Keys.by_status.format(job.status), {job.id: job.created_at})
+        if c.lease_owner is not None:
+            pipe.set(Keys.lease.format(job.id), c.lease_owner, ex=int(self.lease_ttl))
+        if job.status.finished:
+            self._retire(pipe, job)
+
+    def _retire(self, pipe: Any, job: Job) -> None:
+        """A finished job: index it for the sweep, and let Redis forget it if nobody sweeps."""
+        pipe.zadd(Keys.ended, {job.id: job.ended_at or time.time()})
+        pipe.delete(Keys.lease.format(job.id))
+        safety_net = int(self.retention * 2) + 3600
+        pipe.expire(Keys.job.format(job.id), safety_net)
+        pipe.expire(Keys.events.format(job.id), safety_net)
+
+    def _load_many(self, ids: list[str]) -> list[Job]:
+        pipe = self.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(Keys.job.format(job_id), "doc")
+        return [_load(doc) for doc in pipe.execute() if doc]
+
+
+LOST = "the worker running this job was lost (killed or crashed); upload the file again"
+
+
+def cancelled_end() -> dict[str, Any]:
+    return {"status": "cancelled", "error": "cancelled by request", "outputs": []}
+
+
+def to_event(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    return Event(
+        job_id, event_id(entry_id), EventType(fields[b"t"].decode()), orjson.loads(fields[b"d"])
+    )
+
+
+def _load(doc: bytes) -> Job:
+    return Job.from_dict(orjson.loads(doc))
+
+
+def _ids(values: Any) -> list[str]:
+    """Members of a sorted set as text (the client is left in bytes mode, as RQ needs)."""
+    return [v.decode() for v in values]
+
+
+@contextmanager
+def _available() -> Iterator[None]:
+    """Reads fail fast while Redis is down: a 503 the client can retry, not a 500."""
+    try:
+        yield
+    except REDIS_DOWN as exc:
+        raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc

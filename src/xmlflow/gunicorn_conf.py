@@ -1,0 +1,100 @@
+"""Gunicorn for xmlflow: the settings file, and ``xmlflow serve --workers N``.
+
+Gunicorn reads this file by path (``-c .../gunicorn_conf.py``), not as
+``xmlflow.gunicorn_conf``, so its master never imports xmlflow, Flask or redis:
+each worker imports them after gevent has monkey-patched it, which is what gevent
+needs ("patch early"). Any setting can still be overridden the gunicorn way, e.g.
+``GUNICORN_CMD_ARGS="--worker-class gthread --threads 1000"``.
+
+Why gevent (measured with ``bench/sse_load.py``, see docs/deployment.md): an open SSE
+stream is an idle socket most of the time; a greenlet per stream costs a few KB where
+a gthread thread costs a stack and a GIL hand-off per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+wsgi_app = "xmlflow.app:create_app()"
+worker_class = "gevent"
+worker_connections = 10_000  # gunicorn's default (1000) would cap the streams per worker
+timeout = 30
+graceful_timeout = 10  # streams end at once on SIGTERM (see post_worker_init); uploads get 10 s
+keepalive = 5
+preload_app = False  # build the app in each worker, after gevent patched it
+accesslog = None
+control_socket_disable = True  # one shared ~/.gunicorn/gunicorn.ctl would clash between servers
+
+log = logging.getLogger("xmlflow.gunicorn")
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard one: each stream is a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def on_starting(server: Any) -> None:
+    server.log.info("open files limit: %d", raise_open_files_limit())
+
+
+def post_worker_init(worker: Any) -> None:
+    """On SIGTERM, end this worker's streams now rather than after ``graceful_timeout``.
+
+    Gunicorn's own handler only stops accepting; an SSE stream never finishes by
+    itself, so the service is closed too: every listener wakes, and each stream ends
+    where it is. Clients reconnect (to another worker) with ``Last-Event-ID``.
+    """
+    service = worker.wsgi.extensions["xmlflow"]
+    stop_accepting = worker.handle_exit
+
+    def handle_term(sig: int, frame: Any) -> None:
+        stop_accepting(sig, frame)
+        service.close()
+
+    signal.signal(signal.SIGTERM, handle_term)
+
+
+def gunicorn_argv(host: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(Path(__file__).resolve()),
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+    ]
+
+
+def run_gunicorn(host: str, port: int, workers: int) -> None:
+    """Replace this process by gunicorn with ``workers`` web processes (Redis mode only).
+
+    Returns without doing anything for ``--workers 1`` in embedded mode, so the
+    caller serves as usual; refuses more than one worker in embedded mode.
+    """
+    from .errors import ConfigError
+    from .settings import load_settings
+
+    settings = load_settings()  # fail here, with a clear message, not in every worker
+    if not settings.redis_url:
+        if workers > 1:
+            raise ConfigError(
+                f"--workers {workers} needs XMLFLOW_REDIS_URL: in embedded mode jobs live in "
+                "one SQLite file and run inside the one web process; use --workers 1"
+            )
+        return
+    sys.stdout.flush()
+    os.execv(sys.executable, gunicorn_argv(host, port, workers))

@@ -1,0 +1,55 @@
+"""What ``xmlflow worker`` runs: the RQ job function, and the worker's start-up.
+
+The worker builds the same :class:`~xmlflow.service.Service` from the same settings as
+the web processes, so a step runs identically wherever it runs. RQ forks a work-horse
+per job; the horse inherits this module's service (redis-py reopens its connections
+after a fork), so a job costs a fork, not a start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import ConfigError
+from .service import Service
+from .settings import Settings, load_settings
+from .worker import execute_job
+
+log = logging.getLogger(__name__)
+
+_service: Service | None = None
+
+
+def service() -> Service:
+    """This process's service; built from the environment when RQ runs us without ``work``."""
+    global _service
+    if _service is None:
+        _service = Service(load_settings())
+    return _service
+
+
+def run_job(job_id: str) -> None:
+    """The RQ job: ``execute_job``, with the job's lease renewed while it runs."""
+    from .backends.redis import lease_kept
+
+    svc = service()
+    with lease_kept(svc.store, job_id):
+        execute_job(svc, job_id)
+
+
+def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
+    """Run one RQ worker on the xmlflow queue; survives Redis restarts by starting over."""
+    from .backends.redis import run_worker
+
+    if not settings.redis_url:
+        raise ConfigError(
+            "xmlflow worker needs XMLFLOW_REDIS_URL (the embedded mode runs "
+            "jobs inside `xmlflow serve`)"
+        )
+    global _service
+    svc = _service = Service(settings)
+    svc.start()
+    try:
+        run_worker(svc.store.r, burst=burst, name=name)
+    finally:
+        svc.close()

@@ -1,0 +1,241 @@
+"""What the browser tests share: the pipelines they run, page helpers, a stream-cutting proxy.
+
+A module of its own (not ``conftest``) so that tests can import it by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import socket
+import threading
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+DESKTOP = {"width": 1440, "height": 900}
+NARROW = {"width": 360, "height": 780}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+# The built-in XML converter is the default pipeline's first step once it exists; until
+# then the tests use the ``custom`` pipeline for outputs and a stand-in for ``Convert``.
+HAVE_PROCESS_XML = importlib.util.find_spec("xmlflow.steps.process_xml") is not None
+CONVERT = (
+    '{"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"}'
+    if HAVE_PROCESS_XML
+    else '{"id": "count", "name": "Convert", "module": "run_count"}'
+)
+BROWSER_CONFIG = f"""
+    CONVERT = {CONVERT}
+    PIPELINES = {{
+        "default": [CONVERT, {{"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"}}],
+        "custom": [
+            {{"id": "shout", "name": "Shout", "module": "run_shout", "options": {{"suffix": "!"}}}},
+        ],
+        "paced": [
+            {{"id": "count", "name": "Count records", "module": "run_count",
+             "options": {{"seconds": 1.5}}}},
+            {{"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step", "delay": 0.5}},
+        ],
+        "slow": [
+            {{"id": "count", "name": "Count records", "module": "run_count",
+             "options": {{"seconds": 30}}}},
+            {{"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"}},
+        ],
+        "raising": [
+            {{"id": "explode", "name": "Explode", "module": "run_explode"}},
+            {{"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"}},
+        ],
+        "strict": [
+            {{"id": "strict", "name": "Check the XML", "module": "run_strict"}},
+            {{"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"}},
+        ],
+    }}
+"""
+BROWSER_STEPS = {
+    "shout": """
+        def run_shout(ctx):
+            text = ctx.input.read_text()
+            with ctx.open_output(ctx.stem + ".upper.txt", "w") as out:
+                out.write(text.upper() + ctx.options["suffix"])
+    """,
+    "count": """
+        import time
+
+        def run_count(ctx):
+            # Reports progress ten times a second for `seconds`, like a long conversion.
+            seconds = ctx.options.get("seconds", 0.5)
+            records = 1000
+            start = time.monotonic()
+            while (elapsed := time.monotonic() - start) < seconds:
+                if ctx.cancelled:
+                    return
+                done = min(elapsed / seconds, 1.0)
+                ctx.progress(done, f"{int(done * records)} of {records} records")
+                time.sleep(0.1)
+            ctx.progress(1.0, f"{records} of {records} records")
+    """,
+    "explode": """
+        def run_explode(ctx):
+            raise RuntimeError("the disk of records is on fire")
+    """,
+    "strict": """
+        from xmlflow.errors import XmlError
+
+        def run_strict(ctx):
+            raise XmlError("mismatched tag: expected </item>, found </items>", line=3, column=7)
+    """,
+}
+
+
+# -- driving the page ------------------------------------------------------------------------
+
+# Records every SSE event the page receives, per stream URL, before the page's own listeners.
+RECORD_EVENTS = """
+window.__sse = [];
+const NativeEventSource = window.EventSource;
+window.EventSource = class extends NativeEventSource {
+  constructor(url, init) {
+    super(url, init);
+    for (const type of ["job", "step", "progress", "end"]) {
+      this.addEventListener(type, (e) => window.__sse.push({url, type, id: Number(e.lastEventId)}));
+    }
+  }
+};
+"""
+
+
+def open_page(page: Page, url: str) -> None:
+    """Load the page (recording its SSE events) and wait until the history is shown."""
+    page.add_init_script(RECORD_EVENTS)
+    page.goto(url)
+    expect(page.locator("#jobs-loading")).to_be_hidden()
+
+
+def upload(page: Page, *files: tuple[str, bytes], pipeline: str | None = None) -> None:
+    """Pick files in the file chooser, as a person would (the upload starts on choosing)."""
+    if pipeline:
+        page.get_by_label("Pipeline").select_option(pipeline)
+    page.locator("#file-input").set_input_files(
+        [{"name": name, "mimeType": "application/xml", "buffer": body} for name, body in files]
+    )
+
+
+def card(page: Page, filename: str) -> Locator:
+    return page.locator(".job").filter(has=page.locator(".job-name", has_text=filename))
+
+
+def step(job: Locator, step_id: str) -> Locator:
+    return job.locator(f'.step[data-step-id="{step_id}"]')
+
+
+def received_event_ids(page: Page, job_id: str | None) -> list[int]:
+    """The ids of the events the page received for a job, in order, over all its streams."""
+    ids: list[int] = page.evaluate(
+        "id => window.__sse.filter(e => e.url.includes(id)).map(e => e.id)", job_id
+    )
+    assert ids, f"no event was received for job {job_id}"
+    return ids
+
+
+def screenshot(page: Page, name: str) -> None:
+    """Save docs/screenshots/<name>.png at the page's current viewport (not the full page)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled", caret="hide")
+
+
+# -- a proxy that can cut streams ------------------------------------------------------------
+
+
+class _Pair:
+    """A proxied connection: the browser's socket and the server's; closed by the last pump."""
+
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client, self.upstream = client, upstream
+        self._pumps = 2
+        self._lock = threading.Lock()
+
+    def done(self) -> None:
+        for sock in (self.client, self.upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self._pumps -= 1
+            last = self._pumps == 0
+        if last:
+            self.client.close()
+            self.upstream.close()
+
+
+class StreamCutter:
+    """A TCP proxy in front of a server that can drop every open SSE connection at once.
+
+    It also records the ``Last-Event-ID`` each reconnecting stream request sent, so a
+    test can see that the browser resumed instead of starting over.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.last_event_ids: list[int] = []
+        self._streams: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cut_streams(self) -> int:
+        with self._lock:
+            streams, self._streams = self._streams, set()
+        for sock in streams:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(streams)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut_streams()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            except OSError:
+                client.close()
+                continue
+            pair = _Pair(client, upstream)
+            threading.Thread(target=self._pump, args=(pair, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(pair, False), daemon=True).start()
+
+    def _pump(self, pair: _Pair, from_browser: bool) -> None:
+        source, target = (
+            (pair.client, pair.upstream) if from_browser else (pair.upstream, pair.client)
+        )
+        try:
+            while chunk := source.recv(65536):
+                if from_browser:
+                    self._inspect(chunk, source)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            pair.done()
+
+    def _inspect(self, request: bytes, client: socket.socket) -> None:
+        """A request on this connection: remember stream connections and their resume id."""
+        head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        if not head.startswith("GET /stream/"):
+            return
+        with self._lock:
+            self._streams.add(client)
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "last-event-id":
+                self.last_event_ids.append(int(value.strip()))
