@@ -117,7 +117,9 @@ def test_outputs_of_same_named_inputs_do_not_overwrite_each_other(
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "x.xml").write_text(text)
     out = tmp_path / "out"
-    result = invoke("run", "--config", config, "-o", out, tmp_path / "a/x.xml", tmp_path / "b/x.xml")
+    result = invoke(
+        "run", "--config", config, "-o", out, tmp_path / "a/x.xml", tmp_path / "b/x.xml"
+    )
     assert result.exit_code == 0
     assert sorted(p.read_text() for p in out.iterdir()) == ["<X>A</X>!", "<X>B</X>!"]
 
@@ -155,7 +157,16 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
 def test_run_as_a_real_process(config: Path, inputs: list[Path], tmp_path: Path) -> None:
     env = {**os.environ, "XMLFLOW_CONFIG": str(config)}
     done = subprocess.run(
-        [sys.executable, "-m", "xmlflow", "run", "--json", "-o", str(tmp_path / "p"), *map(str, inputs)],
+        [
+            sys.executable,
+            "-m",
+            "xmlflow",
+            "run",
+            "--json",
+            "-o",
+            str(tmp_path / "p"),
+            *map(str, inputs),
+        ],
         env=env,
         capture_output=True,
         timeout=60,

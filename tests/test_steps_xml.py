@@ -155,8 +155,10 @@ def test_transform_writes_and_passes_on(tmp_path: Path) -> None:
 
 def test_transform_denies_file_access(tmp_path: Path) -> None:
     (tmp_path / "secret.xml").write_bytes(b"<s>TOP-SECRET</s>")
-    spy = XSLT.replace(b'<xsl:value-of select="title"/>', b"<xsl:copy-of select=\"document('"
-                       + str(tmp_path / "secret.xml").encode() + b"')\"/>")
+    spy = XSLT.replace(
+        b'<xsl:value-of select="title"/>',
+        b"<xsl:copy-of select=\"document('" + str(tmp_path / "secret.xml").encode() + b"')\"/>",
+    )
     (tmp_path / "spy.xsl").write_bytes(spy)
     ctx = make_ctx(tmp_path, stylesheet="spy.xsl")
     with pytest.raises(StepFailed) as info:

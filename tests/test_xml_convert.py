@@ -16,8 +16,11 @@ from typing import Any
 import orjson
 import pytest
 import xmltodict
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
+from xmlflow.errors import ConfigError
 from xmlflow.xml import ConvertOptions, convert_file
 
 CORPUS = Path(__file__).parents[1].parent / "shared" / "corpus"
@@ -118,3 +121,187 @@ def test_xmltest_wf_matches_xmltodict(tmp_path: Path, case: dict[str, Any]) -> N
         pytest.skip("not namespace-well-formed: xmlflow rejects it (tested in test_xml_corpus)")
     xml = (XMLCONF / case["file"]).read_bytes()
     assert convert(tmp_path, xml) == like_xmltodict(xml)
+
+
+# -- options --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"mdoe": "json"}, "mdoe"),
+        ({"mode": "xml"}, "mode"),
+        ({"strip_text": "yes"}, "strip_text"),
+        ({"force_list": [1]}, "force_list"),
+        ({"namespaces": "drop"}, "namespaces"),
+        ({"rename": ["a"]}, "rename"),
+        ({"drop": ["a//b"]}, "drop"),
+        ({"record_path": ""}, "record_path"),
+        ({"force_list_xsd": "missing.xsd"}, "force_list_xsd"),
+    ],
+)
+def test_bad_options_name_the_key(options: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        ConvertOptions.from_dict(options)
+
+
+def test_unknown_option_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'force_list'"):
+        ConvertOptions.from_dict({"forcelist": ["a"]})
+
+
+DOC = '<r xmlns:p="urn:p"><i n="1"><v>1</v></i><i n="2"><v>2.5</v><p:w>true</p:w></i><e/></r>'
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            {"force_list": ["v"]},
+            {
+                "r": {
+                    "@xmlns:p": "urn:p",
+                    "i": [{"@n": "1", "v": ["1"]}, {"@n": "2", "v": ["2.5"], "p:w": "true"}],
+                }
+            },
+        ),
+        (
+            {"force_list": ["r/i/v"], "drop": ["p:w"], "attr_prefix": "_"},
+            {"r": {"_xmlns:p": "urn:p", "i": [{"_n": "1", "v": ["1"]}, {"_n": "2", "v": ["2.5"]}]}},
+        ),
+        (
+            {"namespaces": "strip", "coerce_types": True},
+            {"r": {"i": [{"@n": 1, "v": 1}, {"@n": 2, "v": 2.5, "w": True}]}},
+        ),
+        (
+            {"namespaces": {"urn:p": "pp"}, "rename": {"i": "item", "r/i/v": "value"}},
+            {
+                "r": {
+                    "item": [{"@n": "1", "value": "1"}, {"@n": "2", "value": "2.5", "pp:w": "true"}]
+                }
+            },
+        ),
+        ({"drop_empty": False, "drop": ["i"]}, {"r": {"@xmlns:p": "urn:p", "e": None}}),
+    ],
+)
+def test_options(tmp_path: Path, options: dict[str, Any], expected: Any) -> None:
+    assert convert(tmp_path, DOC, **options) == expected
+
+
+def test_text_options(tmp_path: Path) -> None:
+    xml = "<r><t>  a \n\t b  </t><u>  </u></r>"
+    assert convert(tmp_path, xml, collapse_whitespace=True) == {"r": {"t": "a b"}}
+    raw = convert(tmp_path, xml, strip_text=False, drop_empty=False)
+    assert raw == {"r": {"t": "  a \n\t b  ", "u": "  "}}
+    assert convert(tmp_path, '<r a="1">x</r>', text_key="value") == {"r": {"@a": "1", "value": "x"}}
+
+
+def test_comments_and_pis_kept_on_request(tmp_path: Path) -> None:
+    xml = "<r><!-- note --><?app run?><i>1</i></r>"
+    assert convert(tmp_path, xml, drop_comments=False, drop_pis=False) == {
+        "r": {"#comment": "note", "?app": "run", "i": "1"}
+    }
+
+
+def test_force_list_from_xsd(tmp_path: Path) -> None:
+    (tmp_path / "s.xsd").write_text(
+        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="r">'
+        '<xs:complexType><xs:sequence><xs:element name="i" maxOccurs="unbounded"/>'
+        '<xs:element name="one"/></xs:sequence></xs:complexType></xs:element></xs:schema>'
+    )
+    options = ConvertOptions.from_dict({"force_list_xsd": "s.xsd"}, base_dir=tmp_path)
+    assert options.force_list.names == {"i"}
+    src = tmp_path / "in.xml"
+    src.write_text("<r><i>1</i><one>x</one></r>")
+    out = io.BytesIO()
+    convert_file(src, out, options)
+    assert orjson.loads(out.getvalue()) == {"r": {"i": ["1"], "one": "x"}}
+
+
+# -- modes ----------------------------------------------------------------------------
+
+FEED = (
+    "<feed><title>News</title>"
+    "<entry><id>1</id></entry><entry><id>2</id></entry><entry><id>3</id></entry></feed>"
+)
+
+
+def test_modes_agree(tmp_path: Path) -> None:
+    whole = convert(tmp_path, FEED)
+    assert whole == {"feed": {"title": "News", "entry": [{"id": "1"}, {"id": "2"}, {"id": "3"}]}}
+    lines = convert(tmp_path, FEED, mode="jsonl")
+    assert lines == whole["feed"]["entry"]  # the repeated child, title skipped
+    split = convert(tmp_path, FEED, mode="split")
+    assert [name for name, _ in split] == [
+        "000001-entry.json",
+        "000002-entry.json",
+        "000003-entry.json",
+    ]
+    assert [value for _, value in split] == lines
+
+
+def test_record_path_selects_nested_records(tmp_path: Path) -> None:
+    xml = "<a><meta><i>no</i></meta><b><i>1</i><i>2</i></b><b><i>3</i></b></a>"
+    assert convert(tmp_path, xml, mode="jsonl", record_path="a/b/i") == ["1", "2", "3"]
+    assert convert(tmp_path, xml, mode="jsonl", record_path="/a") == [
+        {"meta": {"i": "no"}, "b": [{"i": ["1", "2"]}, {"i": "3"}]}
+    ]
+
+
+def test_stats_and_progress(tmp_path: Path) -> None:
+    src = tmp_path / "in.xml"
+    src.write_text("<r>" + "<i><v>x</v></i>" * 50_000 + "</r>")
+    seen: list[tuple[int, int]] = []
+    stats = convert_file(
+        src, io.BytesIO(), ConvertOptions(), on_progress=lambda b, r: seen.append((b, r))
+    )
+    assert (stats.bytes_in, stats.records, stats.elements) == (src.stat().st_size, 50_000, 100_000)
+    assert len(seen) > 5 and seen == sorted(seen) and seen[-1] == (stats.bytes_in, 50_000)
+
+
+def test_interleaved_children_of_the_root(tmp_path: Path) -> None:
+    xml = "<r a='1'>t1<x>1</x><y>2</y><x>3</x><z>4</z><y>5</y>t2</r>"
+    assert convert(tmp_path, xml) == like_xmltodict(xml.encode())
+
+
+# -- property: no text or attribute value is ever lost --------------------------------
+
+NAMES = st.sampled_from(["a", "b", "c", "item", "p:q"])
+TEXTS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=8)
+
+
+@st.composite
+def trees(draw: st.DrawFn, depth: int = 0) -> Any:
+    el = etree.Element(draw(NAMES).replace("p:", "{urn:p}"), nsmap={"p": "urn:p"})
+    for key in draw(st.lists(st.sampled_from(["k", "m", "n"]), unique=True, max_size=3)):
+        el.set(key, draw(TEXTS))
+    el.text = draw(TEXTS)
+    if depth < 3:
+        for _ in range(draw(st.integers(0, 3))):
+            child = draw(trees(depth + 1))
+            child.tail = draw(TEXTS)
+            el.append(child)
+    return el
+
+
+def _values(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _values(item)]
+    if isinstance(value, list):
+        return [v for item in value for v in _values(item)]
+    return [value] if isinstance(value, str) else []
+
+
+@settings(max_examples=60, deadline=None)
+@given(trees())
+def test_every_text_and_attribute_value_is_kept(tmp_path_factory: Any, tree: Any) -> None:
+    tmp = tmp_path_factory.mktemp("h")
+    xml = etree.tostring(tree, encoding="utf-8")
+    got = _values(convert(tmp, xml, strip_text=False, drop_empty=False))
+    attrs = [v for el in tree.iter() for v in el.attrib.values()]
+    for value in attrs:
+        assert value in got
+    all_text = "".join(
+        t for el in tree.iter() for t in (el.text, el.tail if el is not tree else "") if t
+    )
+    assert sorted("".join(got)) == sorted(all_text + "".join(attrs) + "urn:p")

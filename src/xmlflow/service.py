@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from .backends import Backend, open_backend
 from .errors import Conflict, NotFound, QueueFull, Unprocessable
+from .jobprocess import INTERRUPTED, kill_children
 from .models import EventType, Job, JobStatus, StepSpec
 from .pipeline import check_pipelines
 from .settings import Settings
@@ -166,6 +167,7 @@ class Service:
 
     def close(self) -> None:
         self._stop.set()
+        kill_children()
         self.backend.close()
 
     def _lock_data_dir(self) -> None:
@@ -221,8 +223,4 @@ def check_job_options(options: dict[str, dict[str, Any]], specs: list[StepSpec])
 
 
 def interrupted_end() -> dict[str, Any]:
-    return {
-        "status": "interrupted",
-        "error": "the server stopped while this job was running; upload the file again",
-        "outputs": [],
-    }
+    return {"status": "interrupted", "error": INTERRUPTED, "outputs": []}

@@ -50,6 +50,7 @@ class Settings:
     retention_hours: float = 24.0
     max_queued: int = 1000
     step_timeout: float | None = None
+    job_memory_mb: float | None = 4096.0
     sse_keepalive: float = 15.0
     sse_retry_ms: int = 2000
     redis_url: str | None = None
@@ -94,6 +95,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_RETENTION_HOURS": ("retention_hours", float),
     "XMLFLOW_MAX_QUEUED": ("max_queued", int),
     "XMLFLOW_STEP_TIMEOUT": ("step_timeout", float),
+    "XMLFLOW_JOB_MEMORY_MB": ("job_memory_mb", float),
     "XMLFLOW_SSE_KEEPALIVE": ("sse_keepalive", float),
     "XMLFLOW_REDIS_URL": ("redis_url", str),
     "XMLFLOW_API_TOKEN": ("api_token", str),
@@ -137,6 +139,7 @@ def _check_numbers(s: Settings) -> None:
         "XMLFLOW_RETENTION_HOURS": s.retention_hours > 0,
         "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,
         "XMLFLOW_STEP_TIMEOUT": s.step_timeout is None or s.step_timeout > 0,
+        "XMLFLOW_JOB_MEMORY_MB": s.job_memory_mb is None or s.job_memory_mb >= 64,
         "XMLFLOW_SSE_KEEPALIVE": 0 < s.sse_keepalive <= 15,
         "XMLFLOW_RETRIES": s.retries >= 0,
         "XMLFLOW_LEASE_SECONDS": s.lease_seconds >= 3,

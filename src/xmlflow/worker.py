@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .jobprocess import RunPlan, RunResult, run_in_process, run_isolated
 from .models import EventType, JobStatus
-from .pipeline import JobRun
 
 if TYPE_CHECKING:
     from .service import Service
@@ -17,35 +18,50 @@ log = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between looks at the store's cancel flag
 
 
-def execute_job(service: Service, job_id: str) -> None:
-    """Run a queued job to its end; does nothing when the job is no longer queued."""
+def execute_job(service: Service, job_id: str, *, isolate: bool = True) -> None:
+    """Run a queued job to its end; does nothing when the job is no longer queued.
+
+    ``isolate`` runs the steps in a child process (see :mod:`xmlflow.jobprocess`);
+    an executor that already gives each job a process of its own may pass False.
+    """
     job = service.store.claim(job_id)
     if job is None:
         return
-    from .service import output_url
-
     job_dir = service.job_dir(job_id)
-    run = JobRun(
+    settings = service.settings
+    plan = RunPlan(
         job_id=job_id,
         specs=job.pipeline,
         source=job_dir / "source",
         workdir=job_dir / "work",
         outdir=job_dir / "out",
         filename=job.filename,
-        emit=lambda type, data: service.events.append(job_id, type, data),
-        is_cancelled=_cancel_probe(service, job_id),
-        steps_dir=service.settings.steps_dir,
-        config_dir=service.settings.config_dir,
+        steps_dir=settings.steps_dir,
+        config_dir=settings.config_dir,
         job_options=job.options,
-        step_timeout=service.settings.step_timeout,
+        step_timeout=settings.step_timeout,
+        memory_mb=settings.job_memory_mb,
+        log_level=logging.getLogger().getEffectiveLevel(),
     )
+    run = run_isolated if isolate else run_in_process
     try:
-        status, error = run.run()
+        result = run(
+            plan,
+            lambda type, data: service.events.append(job_id, type, data),
+            _cancel_probe(service, job_id),
+        )
     except Exception as exc:  # a bug in the runner itself: still end the job
         log.exception("job %s: the runner failed", job_id)
-        status, error = JobStatus.FAILED, f"internal error: {exc!r}"
-    end: dict[str, Any] = {"status": str(status), "error": error, "outputs": []}
-    if status is JobStatus.SUCCEEDED:
+        result = RunResult(JobStatus.FAILED, f"internal error: {exc!r}")
+    service.events.append(job_id, EventType.END, end_event(service, job_id, result))
+
+
+def end_event(service: Service, job_id: str, result: RunResult) -> dict[str, Any]:
+    """The ``end`` event's data; a failed or cancelled job offers no outputs at all."""
+    from .service import output_url
+
+    end: dict[str, Any] = {"status": str(result.status), "error": result.error, "outputs": []}
+    if result.status is JobStatus.SUCCEEDED:
         end["outputs"] = [
             {
                 "name": o.name,
@@ -53,14 +69,14 @@ def execute_job(service: Service, job_id: str) -> None:
                 "media_type": o.media_type,
                 "url": output_url(job_id, o.name),
             }
-            for o in run.outputs.values()
+            for o in result.outputs
         ]
-    else:  # a failed or cancelled job offers nothing, not even what earlier steps wrote
-        shutil.rmtree(job_dir / "out", ignore_errors=True)
-    service.events.append(job_id, EventType.END, end)
+    else:
+        shutil.rmtree(service.job_dir(job_id) / "out", ignore_errors=True)
+    return end
 
 
-def _cancel_probe(service: Service, job_id: str) -> Any:
+def _cancel_probe(service: Service, job_id: str) -> Callable[[], bool]:
     """``is_cancelled`` for the run: asks the store at most every 0.2 s."""
     last = [0.0, False]
 

@@ -10,6 +10,7 @@ import importlib.util
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -170,15 +171,15 @@ class _Pair:
 class StreamCutter:
     """A TCP proxy in front of a server that can drop every open SSE connection at once.
 
-    It also records the ``Last-Event-ID`` each reconnecting stream request sent, so a
-    test can see that the browser resumed instead of starting over.
+    It also records the event id each stream request resumed after (``Last-Event-ID``,
+    or the page's ``?lastEventId=``), so a test can see that nothing started over.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.last_event_ids: list[int] = []
+        self.resumed_from: list[int] = []  # per stream request: the id it resumed after
         self._streams: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -235,7 +236,12 @@ class StreamCutter:
             return
         with self._lock:
             self._streams.add(client)
+        target = head.split(" ", 2)[1]
+        query = parse_qs(urlsplit(target).query).get("lastEventId", [None])[0]
+        header = None
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "last-event-id":
-                self.last_event_ids.append(int(value.strip()))
+                header = value.strip()
+        # EventSource's own reconnection sends the header; the page's first request the query.
+        self.resumed_from.append(int(header or query or 0))

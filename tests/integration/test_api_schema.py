@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -40,8 +41,10 @@ schema = schemathesis.openapi.from_dict(document())
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_api_matches_its_document(case: Case, live: Server) -> None:
-    excluded = [positive_data_acceptance] if case.operation.label in CONTEXT_DEPENDENT else []
+def test_api_matches_its_document(case: Case[Any], live: Server) -> None:
+    excluded: list[Any] = (
+        [positive_data_acceptance] if case.operation.label in CONTEXT_DEPENDENT else []
+    )
     case.call_and_validate(base_url=live.url, timeout=15, excluded_checks=excluded)
 
 

@@ -232,3 +232,19 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
     yield c
     c.stop()
     redis.Redis.from_url(redis_server.url).flushdb()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
+) -> Iterator[Server]:
+    """The integration suite's ``server``, in Redis mode: a web process and two workers."""
+    from ..conftest import TEST_CONFIG, TEST_STEPS
+
+    root = tmp_path_factory.mktemp("redis-server")
+    write_config(root / "conf", TEST_CONFIG, TEST_STEPS)
+    cluster = Cluster(root, redis_server)
+    cluster.web()
+    cluster.worker(), cluster.worker()
+    yield cluster.webs[0]
+    cluster.stop()

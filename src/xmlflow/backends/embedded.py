@@ -291,6 +291,7 @@ class ThreadExecutor:
 
     def __init__(self, run_job: Callable[[str], None], workers: int) -> None:
         self._run_job = run_job
+        self._closed = threading.Event()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads = [
             threading.Thread(target=self._work, name=f"xmlflow-worker-{i}", daemon=True)
@@ -303,13 +304,15 @@ class ThreadExecutor:
         self._queue.put(job_id)
 
     def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None:
+        while (job_id := self._queue.get()) is not None and not self._closed.is_set():
             try:
                 self._run_job(job_id)
             except Exception:
                 log.exception("job %s crashed its worker thread", job_id)
 
     def shutdown(self, wait: bool = True) -> None:
+        """Start no more jobs (queued ones stay queued for the next start); let running ones end."""
+        self._closed.set()
         for _ in self._threads:
             self._queue.put(None)
         if wait:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lxml import etree
-
-from xmlflow.errors import ConfigError, StepFailed
+from xmlflow.errors import ConfigError, JobCancelled, StepFailed
 from xmlflow.step import StepContext
 from xmlflow.xml.parser import parse_document
 from xmlflow.xml.schema import load_schema
@@ -46,8 +44,6 @@ def run_validate_step(ctx: StepContext) -> None:
     ctx.progress(0.1, "parsing")
     doc = parse_document(ctx.input)
     if ctx.cancelled:
-        from xmlflow.errors import JobCancelled
-
         raise JobCancelled("cancelled")
     ctx.progress(0.6, "validating")
     if schema.validate(doc):

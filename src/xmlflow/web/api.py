@@ -121,7 +121,10 @@ def list_jobs() -> dict[str, Any]:
             f"unknown status {status!r}", details={"allowed": [str(s) for s in JobStatus]}
         ) from None
     jobs, total = service().store.list_jobs(
-        status=status_filter, pipeline=request.args.get("pipeline"), limit=limit, offset=offset
+        status=status_filter,
+        pipeline=request.args.get("pipeline") or None,
+        limit=limit,
+        offset=offset,
     )
     return {"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 

@@ -60,7 +60,7 @@ def convert_file(
     """Convert the XML file ``src`` to JSON written to ``out``, as ``options`` say.
 
     ``on_progress(bytes_consumed, records_done)`` and ``is_cancelled()`` are called
-    between chunks of input (every 64 KiB). Raises :class:`~xmlflow.errors.XmlError`
+    between chunks of input (every 32 KiB). Raises :class:`~xmlflow.errors.XmlError`
     for XML that is not well-formed, forbidden or over a limit, and
     :class:`~xmlflow.errors.JobCancelled` when ``is_cancelled()`` turns true.
     """
@@ -149,9 +149,18 @@ class _Run:
                 document.add_text(child.tail)
             if type(child.tag) is str:
                 self._child_of_root(child)
+            elif document is not None:
+                self._other_of_root(child, document)
             del root[0]
             if child is last:
                 return
+
+    def _other_of_root(self, node: Any, document: JsonDocumentSink) -> None:
+        """A comment or PI directly in the root, when the options keep them."""
+        kept: dict[str, Any] = {}
+        self.conv.other_node(node, kept)
+        for key, value in kept.items():
+            document.add(key, value, False)
 
     def _child_of_root(self, child: Any) -> None:
         if self.document is None and child.tag != self.record_tag:

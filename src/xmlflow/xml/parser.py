@@ -48,9 +48,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 Event = Literal["start", "end", "start-ns", "end-ns", "comment", "pi"]
 
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 32 * 1024
 """Bytes fed to libxml2 at a time: between two chunks we report progress and check
-for cancellation, so a chunk holds at most ~16,000 elements (``<a/>`` is 4 bytes)."""
+for cancellation, so a chunk holds at most ~8,000 elements (``<a/>`` is 4 bytes)."""
 
 MAX_ATTRIBUTES = 10_000
 """Attributes allowed on one element before the document is refused."""

@@ -103,7 +103,10 @@ class JsonDocumentSink:
         if self.first is None:
             self.first = name
         if name != self.first:
-            self.groups.setdefault(name, _Group()).add(data)
+            group = self.groups.get(name)
+            if group is None:
+                group = self.groups[name] = _Group()
+            group.add(data)
         elif self.streaming:
             self.out.write(b"," + data)
         elif self.pending is None and not forced:
@@ -127,9 +130,7 @@ class JsonDocumentSink:
 
     def _start_stream(self) -> None:
         self.out.write(b"{" + orjson.dumps(self._root_name()) + b":{")
-        attrs = (
-            self.conv.attributes(self.root, self.root.items(), None) if self._has_attrs() else {}
-        )
+        attrs = self.conv.attributes(self.root, self.root.attrib, None) if self._has_attrs() else {}
         for key, value in attrs.items():
             self.out.write(orjson.dumps(key) + b":" + orjson.dumps(value) + b",")
         self.out.write(orjson.dumps(self.first) + b":[")
@@ -160,9 +161,7 @@ class JsonDocumentSink:
 
     def _finish_small(self) -> None:
         """Nothing was streamed: the root holds at most one value of its first key."""
-        attrs = (
-            self.conv.attributes(self.root, self.root.items(), None) if self._has_attrs() else {}
-        )
+        attrs = self.conv.attributes(self.root, self.root.attrib, None) if self._has_attrs() else {}
         name = orjson.dumps(self._root_name())
         if not attrs and self.pending is None and not self.groups:
             text = self.conv.finish_value(None, "".join(self.text))

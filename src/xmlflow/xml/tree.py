@@ -36,6 +36,16 @@ _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
+_FEW_ATTRIBUTES = 32
+_ALL_ATTRIBUTES = etree.XPath("@*", smart_strings=True)
+
+
+def _many(el: Any) -> list[tuple[str, str]]:
+    """Attributes in O(n): lxml's ``items()`` looks each value up by name, O(n²), and
+    spends seconds on an element with 20,000 attributes; XPath reads the nodes."""
+    return [(value.attrname, str(value)) for value in _ALL_ATTRIBUTES(el)]
+
+
 def coerce(text: str) -> Any:
     """``"42"`` → 42, ``"4.2"`` → 4.2, ``"true"`` → True; anything else unchanged.
 
@@ -104,10 +114,11 @@ class TreeConverter:
     # -- values ----------------------------------------------------------------
 
     def attributes(
-        self, el: Any, items: list[tuple[str, str]], parent_nsmap: dict[str | None, str] | None
+        self, el: Any, attrib: Any, parent_nsmap: dict[str | None, str] | None
     ) -> dict[str, Any]:
         """Attributes (and, as xmltodict shows them, ``xmlns`` declarations) of ``el``."""
-        if len(items) > MAX_ATTRIBUTES:
+        count = len(attrib)
+        if count > MAX_ATTRIBUTES:
             raise XmlError(
                 f"more than {MAX_ATTRIBUTES} attributes on one element",
                 line=el.sourceline or 1,
@@ -117,7 +128,7 @@ class TreeConverter:
         if self.has_namespaces and self.o.namespaces == "keep":
             self._declarations(el, parent_nsmap, item)
         prefix, coerce_types = self._attr_prefix, self.o.coerce_types
-        for key, value in items:
+        for key, value in attrib.items() if count <= _FEW_ATTRIBUTES else _many(el):
             name = prefix + key if key[0] != "{" else self._attr_name(key, el)
             item[name] = coerce(value) if coerce_types else value
         return item
@@ -143,8 +154,8 @@ class TreeConverter:
         ``parent_nsmap`` only when the document declares namespaces.
         """
         self.elements += 1
-        items = el.items()
-        item = self.attributes(el, items, parent_nsmap) if items or self.has_namespaces else None
+        attrib = el.attrib
+        item = self.attributes(el, attrib, parent_nsmap) if attrib or self.has_namespaces else None
         if len(el):
             item, text = self._children(el, item or {}, path)
         else:
@@ -165,7 +176,7 @@ class TreeConverter:
             if tail:
                 parts.append(tail)
             if type(child.tag) is not str:
-                self._other_node(child, item)
+                self.other_node(child, item)
                 continue
             name = self.name(child)
             child_path = (*path, name) if self._track and path is not None else None
@@ -195,10 +206,10 @@ class TreeConverter:
                 parts.append(tail)
             tag = child.tag
             if type(tag) is not str:
-                self._other_node(child, item)
+                self.other_node(child, item)
                 continue
             name = names.get(tag) or name_of(child)
-            if not len(child) and not child.items():
+            if not len(child) and not child.attrib:
                 leaves += 1
                 value = child.text
                 if value and strip:
@@ -239,7 +250,7 @@ class TreeConverter:
         item[self._text_key] = value
         return item
 
-    def _other_node(self, node: Any, item: dict[str, Any]) -> None:
+    def other_node(self, node: Any, item: dict[str, Any]) -> None:
         """Comments and processing instructions, when the options keep them."""
         if isinstance(node, etree._Comment) and not self.o.drop_comments:
             _push(item, "#comment", (node.text or "").strip())

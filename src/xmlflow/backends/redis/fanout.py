@@ -48,7 +48,8 @@ class _Watch:
         """Events after ``after`` from memory; None when memory does not reach back."""
         if not self.recent or self.recent[0].id > after + 1:
             return None
-        return [e for e in self.recent if e.id > after]
+        # ids in memory are contiguous: take the newest ones from the right, O(new events)
+        return [self.recent[-k] for k in range(self.cursor - after, 0, -1)]
 
 
 class Follower:

@@ -1,0 +1,285 @@
+"""Run one job's pipeline in a child process, and survive whatever the steps do.
+
+Steps are user code: they may hang in C, eat memory or call ``os._exit``. In a
+thread of the web process any of those would take the server down or leave a
+worker stuck for ever. In a child process:
+
+- the parent keeps appending the child's events itself (so SSE listeners in the
+  web process are woken at once, and only one process writes the store);
+- a step that outlives ``XMLFLOW_STEP_TIMEOUT`` (plus a grace period for the
+  step's own check) is killed, and the job fails saying it timed out;
+- ``XMLFLOW_JOB_MEMORY_MB`` caps the child's address space: a greedy step gets a
+  ``MemoryError`` (or is killed), not the machine;
+- a child that dies (``os._exit``, a signal, the OOM killer) fails its job with
+  its exit status, and the rest of the pipeline is marked skipped;
+- the child dies with its parent (``PR_SET_PDEATHSIG``), so a killed server
+  leaves no orphan writing outputs for a job that is now ``interrupted``.
+
+Children come from a ``forkserver`` (safe in a threaded parent, and quick: the
+server process preloads xmlflow and lxml once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .models import EventType, JobStatus, StepSpec, StepStatus
+from .pipeline import JobRun
+from .step import Output
+
+log = logging.getLogger(__name__)
+Emit = Callable[[EventType, dict[str, Any]], None]
+TIMEOUT_GRACE = 2.0  # seconds a step gets past its timeout to notice it by itself
+POLL = 0.1  # seconds between the parent's looks at cancel, deadline and the child
+
+
+@dataclass
+class RunPlan:
+    """Everything a child needs to run a job: picklable, no connections."""
+
+    job_id: str
+    specs: list[StepSpec]
+    source: Path
+    workdir: Path
+    outdir: Path
+    filename: str
+    steps_dir: Path | None = None
+    config_dir: Path | None = None
+    job_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    step_timeout: float | None = None
+    memory_mb: float | None = None
+    log_level: int = logging.INFO
+
+    def job_run(self, emit: Emit, is_cancelled: Callable[[], bool]) -> JobRun:
+        return JobRun(
+            job_id=self.job_id,
+            specs=self.specs,
+            source=self.source,
+            workdir=self.workdir,
+            outdir=self.outdir,
+            filename=self.filename,
+            emit=emit,
+            is_cancelled=is_cancelled,
+            steps_dir=self.steps_dir,
+            config_dir=self.config_dir,
+            job_options=self.job_options,
+            step_timeout=self.step_timeout,
+        )
+
+
+@dataclass
+class RunResult:
+    status: JobStatus
+    error: str | None
+    outputs: list[Output] = field(default_factory=list)
+
+
+def run_in_process(plan: RunPlan, emit: Emit, is_cancelled: Callable[[], bool]) -> RunResult:
+    """Run the plan here, in this process (RQ's work-horse is already a child of its own)."""
+    run = plan.job_run(emit, is_cancelled)
+    status, error = run.run()
+    return RunResult(status, error, list(run.outputs.values()))
+
+
+_context_lock = threading.Lock()
+_context: Any = None
+_children_lock = threading.Lock()
+_children: set[Any] = set()
+_stopping = threading.Event()
+INTERRUPTED = "the server stopped while this job was running; upload the file again"
+
+
+def kill_children() -> None:
+    """Stop every running job's process: the server is going away (they end interrupted)."""
+    _stopping.set()
+    with _children_lock:
+        for child in _children:
+            child.kill()
+
+
+def _mp_context() -> Any:
+    global _context
+    with _context_lock:
+        if _context is None:
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(["xmlflow.jobprocess", "xmlflow.xml", "lxml.etree"])
+        return _context
+
+
+def run_isolated(plan: RunPlan, emit: Emit, is_cancelled: Callable[[], bool]) -> RunResult:
+    """Run the plan in a child process; returns how it ended, whatever the child did."""
+    parent_end, child_end = _mp_context().Pipe(duplex=True)
+    # Not a daemon: a step may start processes of its own (daemons cannot).
+    child = _mp_context().Process(
+        target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
+    )
+    with _children_lock:
+        child.start()
+        _children.add(child)
+    child_end.close()
+    watch = _Watch(plan, emit)
+    try:
+        result = watch.follow(parent_end, child, is_cancelled)
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        parent_end.close()
+        with _children_lock:
+            _children.discard(child)
+    if result is None:
+        result = watch.lost(child.exitcode, stopping=_stopping.is_set())
+    return result
+
+
+class _Watch:
+    """The parent's side: relays events, forwards cancel, enforces the step timeout."""
+
+    def __init__(self, plan: RunPlan, emit: Emit) -> None:
+        self.plan = plan
+        self.emit = emit
+        self.running: int | None = None
+        self.step_started = 0.0
+        self.finished_steps: set[int] = set()
+        self.timed_out = False
+
+    def follow(
+        self, conn: Connection, child: Any, is_cancelled: Callable[[], bool]
+    ) -> RunResult | None:
+        cancel_sent = False
+        while True:
+            if conn.poll(POLL):
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    return None
+                if message[0] == "result":
+                    return RunResult(message[1], message[2], message[3])
+                self._relay(message[1], message[2])
+                continue
+            if not child.is_alive() and not conn.poll(0):
+                return None
+            if not cancel_sent and is_cancelled():
+                with contextlib.suppress(OSError):
+                    conn.send("cancel")
+                cancel_sent = True
+            if self._overdue():
+                self.timed_out = True
+                return None
+
+    def _relay(self, type: EventType, data: dict[str, Any]) -> None:
+        if type is EventType.STEP:
+            if data["status"] == StepStatus.RUNNING:
+                self.running, self.step_started = data["index"], time.monotonic()
+            else:
+                self.finished_steps.add(data["index"])
+                self.running = None
+        self.emit(type, data)
+
+    def _overdue(self) -> bool:
+        limit = self.plan.step_timeout
+        return (
+            limit is not None
+            and self.running is not None
+            and time.monotonic() - self.step_started > limit + TIMEOUT_GRACE
+        )
+
+    def lost(self, exitcode: int | None, *, stopping: bool = False) -> RunResult:
+        """The child ended without a result: fail the running step, skip the rest, clean up."""
+        status = JobStatus.INTERRUPTED if stopping else JobStatus.FAILED
+        if stopping:
+            error = INTERRUPTED
+        elif self.timed_out:
+            error = (
+                f"step timed out after {self.plan.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT) "
+                "and was stopped"
+            )
+        else:
+            error = f"the job's process ended unexpectedly ({_describe_exit(exitcode)})"
+        total = len(self.plan.specs)
+        for index, spec in enumerate(self.plan.specs):
+            if index in self.finished_steps:
+                continue
+            data: dict[str, Any] = {
+                "index": index,
+                "total": total,
+                "id": spec.id,
+                "name": spec.name,
+            }
+            if index == self.running:
+                elapsed = round(time.monotonic() - self.step_started, 3)
+                data.update(status=str(StepStatus.FAILED), elapsed=elapsed, error=error)
+            else:
+                data["status"] = str(StepStatus.SKIPPED)
+            self.emit(EventType.STEP, data)
+        with contextlib.suppress(FileNotFoundError):
+            self.plan.source.unlink()
+        shutil.rmtree(self.plan.workdir, ignore_errors=True)
+        return RunResult(status, error)
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "no exit status"
+    if exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = "; perhaps out of memory" if exitcode == -signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit status {exitcode}"
+
+
+# -- the child -------------------------------------------------------------------------------
+
+
+def _child_main(plan: RunPlan, conn: Connection) -> None:
+    _die_with_parent()
+    logging.basicConfig(
+        level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if plan.memory_mb:
+        limit = int(plan.memory_mb * 1024 * 1024)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cancelled = threading.Event()
+    threading.Thread(target=_await_cancel, args=(conn, cancelled), daemon=True).start()
+
+    def emit(type: EventType, data: dict[str, Any]) -> None:
+        try:
+            conn.send(("event", type, data))
+        except OSError:  # the parent is gone: nobody will ever read our outputs
+            os._exit(1)
+
+    try:
+        result = run_in_process(plan, emit, cancelled.is_set)
+    except MemoryError:
+        result = RunResult(JobStatus.FAILED, "out of memory (XMLFLOW_JOB_MEMORY_MB)")
+    with contextlib.suppress(OSError):
+        conn.send(("result", result.status, result.error, result.outputs))
+
+
+def _await_cancel(conn: Connection, cancelled: threading.Event) -> None:
+    with contextlib.suppress(EOFError, OSError):
+        while conn.recv() != "cancel":
+            pass
+        cancelled.set()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)

@@ -1,0 +1,90 @@
+"""Steps are user code: whatever they do, their job ends clearly and the server goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import Server, write_config
+
+CONFIG = """
+    PIPELINES = {
+        "default": [{"id": "cleanup", "module": "run_cleanup_step"}],
+        "exits": [
+            {"id": "quitter", "name": "Quit", "module": "run"},
+            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+        ],
+        "hangs": [{"id": "hanger", "name": "Hang", "module": "run"}],
+        "greedy": [{"id": "greedy", "name": "Eat memory", "module": "run"}],
+    }
+"""
+STEPS = {
+    "quitter": """
+        import os
+        def run(ctx):
+            os._exit(3)
+    """,
+    "hanger": """
+        import time
+        def run(ctx):
+            while True:  # never looks at ctx.cancelled
+                time.sleep(1)
+    """,
+    "greedy": """
+        def run(ctx):
+            hoard = []
+            while True:
+                hoard.append(bytearray(50 * 1024 * 1024))
+    """,
+}
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("isolation")
+    config = write_config(root / "conf", CONFIG, STEPS)
+    env = {"XMLFLOW_STEP_TIMEOUT": "1", "XMLFLOW_JOB_MEMORY_MB": "400", "XMLFLOW_WORKERS": "3"}
+    server = Server(config=config, data_dir=root / "data", env=env).start()
+    yield server
+    server.stop()
+
+
+def assert_still_serving(server: Server) -> None:
+    (job,) = server.upload(("ok.xml", b"<a/>"))
+    assert server.events(job["id"])[-1].data["status"] == "succeeded"
+
+
+def test_a_step_calling_os_exit_fails_its_job_only(guarded: Server) -> None:
+    (job,) = guarded.upload(("a.xml", b"<a/>"), pipeline="exits")
+    events = guarded.events(job["id"])
+    end = events[-1].data
+    assert end["status"] == "failed"
+    assert "exit status 3" in end["error"]
+    steps = [(e.data["id"], e.data["status"]) for e in events if e.event == "step"]
+    assert steps == [("quitter", "running"), ("quitter", "failed"), ("cleanup", "skipped")]
+    assert not (guarded.data_dir / "jobs" / job["id"] / "source").exists()
+    assert_still_serving(guarded)
+
+
+def test_a_hanging_step_is_stopped_by_the_timeout(guarded: Server) -> None:
+    (job,) = guarded.upload(("a.xml", b"<a/>"), pipeline="hangs")
+    end = guarded.events(job["id"], timeout=30)[-1].data
+    assert end["status"] == "failed"
+    assert "timed out after 1 s" in end["error"]
+    assert_still_serving(guarded)
+
+
+def test_a_greedy_step_hits_the_memory_cap(guarded: Server) -> None:
+    (job,) = guarded.upload(("a.xml", b"<a/>"), pipeline="greedy")
+    end = guarded.events(job["id"], timeout=30)[-1].data
+    assert end["status"] == "failed"
+    assert "memory" in end["error"].lower()
+    assert_still_serving(guarded)
+
+
+def test_jobs_run_in_parallel_processes(guarded: Server, tmp_path: Path) -> None:
+    jobs = guarded.upload(*[(f"{i}.xml", b"<a/>") for i in range(3)], pipeline="hangs")
+    ends = [guarded.events(j["id"], timeout=30)[-1].data for j in jobs]
+    assert all("timed out" in e["error"] for e in ends)
