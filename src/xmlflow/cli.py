@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -49,8 +50,8 @@ def serve(host: str, port: int, web_workers: int | None) -> None:
         app = create_app()
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from exc
-    server = make_server(host, port, app, threaded=True)
-    server.daemon_threads = True
+    server = make_server(host, port, app, threaded=True)  # a thread per connection, daemonic
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = app.extensions["xmlflow"].settings
     click.echo(
         f"xmlflow serving http://{host}:{server.port}/ "
@@ -63,6 +64,11 @@ def serve(host: str, port: int, web_workers: int | None) -> None:
     finally:
         server.server_close()
         app.extensions["xmlflow"].close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops like Ctrl-C: running jobs end ``interrupted`` at once, queued ones wait."""
+    raise KeyboardInterrupt
 
 
 @main.command()

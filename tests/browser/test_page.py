@@ -200,6 +200,8 @@ def test_screenshots_of_the_main_states(page: Page, fresh_server: Any) -> None:
     expect(card(page, "orders.xml")).to_have_attribute("data-status", "succeeded")
     upload(page, ("burning.xml", ORDERS), pipeline="raising")
     upload(page, ("mismatched.xml", ORDERS), pipeline="strict")
+    page.wait_for_timeout(2000)
+    print("UPLOADS", page.locator("#uploads").inner_text(), page.locator("#job-list").inner_text()[:300], page.evaluate("document.querySelector('#file-input').files.length"))
     expect(card(page, "mismatched.xml")).to_have_attribute("data-status", "failed")
     upload(page, ("catalogue-2024.xml", ORDERS * 400), pipeline="slow")
     running = card(page, "catalogue-2024.xml")

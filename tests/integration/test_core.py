@@ -392,3 +392,25 @@ def test_large_upload_is_streamed_to_disk_not_memory(fresh: Server) -> None:
         httpx.post(f"{fresh.url}/api/jobs/{job_id}/cancel")
     finally:
         fresh.stop()
+
+
+def test_sigterm_ends_running_jobs_interrupted_and_keeps_queued_ones(fresh: Server) -> None:
+    fresh.env["XMLFLOW_WORKERS"] = "1"
+    fresh.start()
+    try:
+        (running,) = fresh.upload(("a.xml", b"<a>1</a>"), pipeline="slow")
+        (waiting,) = fresh.upload(("b.xml", b"<b>2</b>"))
+        deadline = time.monotonic() + 10
+        while fresh.job(running["id"])["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert fresh.proc is not None
+        started = time.monotonic()
+        fresh.proc.terminate()
+        assert fresh.proc.wait(10) is not None
+        assert time.monotonic() - started < 5
+        fresh.start()
+        assert fresh.job(running["id"])["status"] == "interrupted"
+        assert fresh.events(waiting["id"], timeout=20)[-1].data["status"] == "succeeded"
+    finally:
+        fresh.stop()

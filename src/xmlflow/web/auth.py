@@ -33,11 +33,21 @@ PUBLIC_ENDPOINTS = frozenset(
 SESSION_KEY = "auth"
 
 
+def _secret_key(settings: Settings) -> str:
+    """XMLFLOW_SECRET_KEY; else one derived from the token, so that every web process of a
+    deployment accepts the same cookies; else (no auth) a random key per process."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.api_token:
+        derived = hmac.new(settings.api_token.encode(), b"xmlflow session key", hashlib.sha256)
+        return derived.hexdigest()
+    return secrets.token_hex(32)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Session cookie settings, the sign-in routes and the check before every request."""
     app.config.update(
-        # A random key per process when none is configured: sessions then end with it.
-        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        SECRET_KEY=_secret_key(settings),
         SESSION_COOKIE_NAME="xmlflow_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
