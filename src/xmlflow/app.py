@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from .errors import QueueFull, XmlflowError
 from .service import Service
 from .settings import load_settings
-from .web import api, auth, health, metrics, openapi, stream, ui
+from .web import api, auth, health, metrics, openapi, security, stream, ui
 from .web.uploads import UploadRequest
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, start: bool = True)
         app.register_blueprint(blueprint)
     auth.init_app(app, settings)
     metrics.init_app(app, service)
+    security.init_app(app)
     _register_errors(app)
     app.teardown_request(_discard_unclaimed_uploads)
     if start:
