@@ -70,8 +70,8 @@ def test_process_xml_jsonl_and_split(tmp_path: Path) -> None:
     run_xml_processing_step(ctx)
     lines = (ctx.workdir / "books.jsonl").read_text().splitlines()
     assert [json.loads(line)["price"] for line in lines] == [9.5, 4, 12]
-    ctx = make_ctx(tmp_path / "s", mode="split") if (tmp_path / "s").mkdir() is None else None
-    assert ctx is not None
+    (tmp_path / "s").mkdir()
+    ctx = make_ctx(tmp_path / "s", mode="split")
     run_xml_processing_step(ctx)
     with zipfile.ZipFile(ctx.workdir / "books.zip") as zf:
         assert zf.namelist() == ["000001-book.json", "000002-book.json", "000003-book.json"]

@@ -207,10 +207,11 @@ def test_force_list_from_xsd(tmp_path: Path) -> None:
     (tmp_path / "s.xsd").write_text(
         '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"><xs:element name="r">'
         '<xs:complexType><xs:sequence><xs:element name="i" maxOccurs="unbounded"/>'
-        '<xs:element name="one"/></xs:sequence></xs:complexType></xs:element></xs:schema>'
+        '<xs:element name="one"/><xs:sequence maxOccurs="9"><xs:element name="j"/>'
+        "</xs:sequence></xs:sequence></xs:complexType></xs:element></xs:schema>"
     )
     options = ConvertOptions.from_dict({"force_list_xsd": "s.xsd"}, base_dir=tmp_path)
-    assert options.force_list.names == {"i"}
+    assert options.force_list.names == {"i", "j"}
     src = tmp_path / "in.xml"
     src.write_text("<r><i>1</i><one>x</one></r>")
     out = io.BytesIO()

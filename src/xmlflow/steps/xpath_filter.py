@@ -13,11 +13,12 @@ the root and the records are not reproduced.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from lxml import etree
 
-from xmlflow.errors import ConfigError, JobCancelled
+from xmlflow.errors import ConfigError, JobCancelled, StepFailed
 from xmlflow.step import StepContext
 from xmlflow.xml.options import split_path
 from xmlflow.xml.records import iter_records
@@ -40,8 +41,11 @@ def _compile(ctx: StepContext) -> etree.XPath:
         raise ConfigError(f"step {ctx.step_id!r}: bad xpath {expr!r}: {exc}") from None
 
 
-def _kept(result: Any) -> bool:
-    return bool(result)
+def _matches(ctx: StepContext, xpath: etree.XPath, record: Any) -> bool:
+    try:
+        return bool(xpath(record))
+    except etree.XPathEvalError as exc:
+        raise ConfigError(f"step {ctx.step_id!r}: xpath failed: {exc}") from None
 
 
 def run_xpath_filter_step(ctx: StepContext) -> None:
@@ -60,21 +64,18 @@ def run_xpath_filter_step(ctx: StepContext) -> None:
     name = str(ctx.options.get("output") or f"{ctx.stem}.filtered.xml")
     with ctx.open_output(name, "wb") as out, etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
-        root_cm = None
-        for record in iter_records(ctx.input, record_path, on_chunk=on_chunk):
-            if root_cm is None:
-                root = record.getroottree().getroot()
-                root_cm = xf.element(root.tag, dict(root.attrib), nsmap=root.nsmap)
-                root_cm.__enter__()
-            seen += 1
-            try:
-                matched = _kept(xpath(record))
-            except etree.XPathEvalError as exc:
-                raise ConfigError(f"step {ctx.step_id!r}: xpath failed: {exc}") from None
-            if matched:
-                kept += 1
-                xf.write(record)
-        if root_cm is not None:
-            root_cm.__exit__(None, None, None)
+        with contextlib.ExitStack() as root_element:
+            for record in iter_records(ctx.input, record_path, on_chunk=on_chunk):
+                if seen == 0:
+                    root = record.getroottree().getroot()
+                    root_element.enter_context(
+                        xf.element(root.tag, dict(root.attrib), nsmap=root.nsmap)
+                    )
+                seen += 1
+                if _matches(ctx, xpath, record):
+                    kept += 1
+                    xf.write(record)
+            if seen == 0:
+                raise StepFailed(f"{ctx.filename}: no records found (set option 'record_path')")
     ctx.pass_on(ctx.outputs[-1].path)
     ctx.log.info("xpath filter kept %d of %d records", kept, seen)

@@ -69,13 +69,7 @@ def convert_file(
     conv = TreeConverter(options)
     encoding = sniff_encoding(read_head(src))
     tag = _record_tag(src, options, encoding)
-    sink: RecordSink
-    if options.mode == "json":
-        sink = JsonDocumentSink(out, conv)
-    elif options.mode == "jsonl":
-        sink = JsonLinesSink(out)
-    else:
-        sink = ZipSink(out)
+    sink = _make_sink(options, out, conv)
 
     def on_chunk(consumed: int) -> None:
         stats.bytes_in = consumed
@@ -96,6 +90,14 @@ def convert_file(
     if on_progress is not None:
         on_progress(stats.bytes_in, stats.records)
     return stats
+
+
+def _make_sink(options: ConvertOptions, out: BinaryIO, conv: TreeConverter) -> RecordSink:
+    if options.mode == "json":
+        return JsonDocumentSink(out, conv)
+    if options.mode == "jsonl":
+        return JsonLinesSink(out)
+    return ZipSink(out)
 
 
 class _Run:

@@ -72,7 +72,7 @@ def load_schema(path: Path) -> etree.XMLSchema:
 
 
 def repeated_elements(path: Path) -> set[str]:
-    """Names of ``xs:element`` declarations with ``maxOccurs`` > 1 (for ``force_list``).
+    """Names of ``xs:element`` declarations that may repeat (for ``force_list``).
 
     Only the named file is read (not its imports): names are enough to force lists.
     """
@@ -85,9 +85,17 @@ def repeated_elements(path: Path) -> set[str]:
         raise ConfigError(f"option 'force_list_xsd': {path.name} is not XML: {exc}") from None
     names: set[str] = set()
     for el in doc.iter(f"{XS}element"):
-        if el.get("maxOccurs", "1") in ("1", "0"):
-            continue
         name = el.get("name") or (el.get("ref") or "").rpartition(":")[2]
-        if name:
+        if name and _repeats(el):
             names.add(name)
     return names
+
+
+def _repeats(el: Any) -> bool:
+    """``maxOccurs`` > 1 on the element or on a sequence/choice around it."""
+    node = el
+    while node is not None and node.tag not in (f"{XS}complexType", f"{XS}schema"):
+        if node.get("maxOccurs", "1") not in ("0", "1"):
+            return True
+        node = node.getparent()
+    return False
