@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import orjson
 
 HOST = "127.0.0.1"
 CONFIG = """
@@ -88,36 +87,64 @@ class Deployment:
         return f"http://{HOST}:{self.port}"
 
     def env(self) -> dict[str, str]:
-        env = {**os.environ, "XMLFLOW_DATA_DIR": str(self.root / "data"),
-               "XMLFLOW_CONFIG": str(self.root / "config.py"),
-               "XMLFLOW_WORKERS": str(max(2, self.jobs)), "XMLFLOW_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "XMLFLOW_DATA_DIR": str(self.root / "data"),
+            "XMLFLOW_CONFIG": str(self.root / "config.py"),
+            "XMLFLOW_WORKERS": str(max(2, self.jobs)),
+            "XMLFLOW_LOG_LEVEL": "WARNING",
+        }
         env.pop("XMLFLOW_REDIS_URL", None)
         return env
 
     def start(self) -> None:
         env = self.env()
-        serve = [sys.executable, "-m", "xmlflow", "--log-level", "WARNING", "serve",
-                 "--host", HOST, "--port", str(self.port)]
+        serve = [
+            sys.executable,
+            "-m",
+            "xmlflow",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+        ]
         if self.mode != "embedded":
             kind, _, count = self.mode.partition("-")
             redis_port = free_port()
-            self._spawn(["redis-server", "--port", str(redis_port), "--bind", HOST,
-                         "--save", "", "--appendonly", "no"], env)
+            self._spawn(
+                [
+                    "redis-server",
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    HOST,
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                env,
+            )
             env["XMLFLOW_REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
             threads = " --threads 2500" if kind == "gthread" else ""
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {kind}{threads} --log-level warning"
             serve += ["--workers", count]
             time.sleep(0.3)
             for _ in range(self.jobs):
-                self._spawn([sys.executable, "-m", "xmlflow", "--log-level", "WARNING",
-                             "worker"], env)
+                self._spawn(
+                    [sys.executable, "-m", "xmlflow", "--log-level", "WARNING", "worker"], env
+                )
         self.web = self._spawn(serve, env)
         self._wait_ready()
 
     def _spawn(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.root / "server.log").open("ab") as log:
-            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs.append(proc)
         return proc
 
@@ -197,8 +224,10 @@ class Stream(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        request = (f"GET /stream/{self.job_id} HTTP/1.1\r\nHost: {HOST}\r\n"
-                   "Accept: text/event-stream\r\n\r\n")
+        request = (
+            f"GET /stream/{self.job_id} HTTP/1.1\r\nHost: {HOST}\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        )
         self.transport = transport
         transport.write(request.encode())  # type: ignore[attr-defined]
 
@@ -296,17 +325,23 @@ async def until(done: object, timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def summarise(d: Deployment, clients: list[Client], held: int, rss: float, cpu: float,
-              elapsed: float) -> Result:
-    last = {job: httpx.get(f"{d.url}/api/jobs/{job}", timeout=10).json()["last_event_id"]
-            for job in {c.job_id for c in clients}}
+def summarise(
+    d: Deployment, clients: list[Client], held: int, rss: float, cpu: float, elapsed: float
+) -> Result:
+    last = {
+        job: httpx.get(f"{d.url}/api/jobs/{job}", timeout=10).json()["last_event_id"]
+        for job in {c.job_id for c in clients}
+    }
     lost = sum(last[c.job_id] - len(c.ids) for c in clients)
     latencies = sorted(x for c in clients for x in c.latencies)
-    ms = [1000 * q for q in (statistics.median(latencies), quantile(latencies, 0.99),
-                             latencies[-1])] if latencies else [float("nan")] * 3
+    ms = (
+        [1000 * q for q in (statistics.median(latencies), quantile(latencies, 0.99), latencies[-1])]
+        if latencies
+        else [float("nan")] * 3
+    )
     still = sum(c.connected and c.ended for c in clients)
-    return Result(d.mode, len(clients), min(held, still), lost, *ms, rss, cpu,
-                  len(latencies) / elapsed)
+    rate = len(latencies) / elapsed
+    return Result(d.mode, len(clients), min(held, still), lost, ms[0], ms[1], ms[2], rss, cpu, rate)
 
 
 def quantile(ordered: list[float], q: float) -> float:
@@ -314,10 +349,15 @@ def quantile(ordered: list[float], q: float) -> float:
 
 
 def table(results: list[Result]) -> str:
-    head = (f"{'deployment':<12} {'clients':>7} {'held':>6} {'lost':>6} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'max ms':>8} {'web RSS MiB':>11} {'web CPU %':>9} {'ev/s':>7}")
-    rows = [f"{r.mode:<12} {r.clients:>7} {r.held:>6} {r.lost:>6} {r.p50:>8.1f} {r.p99:>8.1f} "
-            f"{r.worst:>8.1f} {r.rss:>11.0f} {r.cpu:>9.0f} {r.rate:>7.0f}" for r in results]
+    head = (
+        f"{'deployment':<12} {'clients':>7} {'held':>6} {'lost':>6} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'web RSS MiB':>11} {'web CPU %':>9} {'ev/s':>7}"
+    )
+    rows = [
+        f"{r.mode:<12} {r.clients:>7} {r.held:>6} {r.lost:>6} {r.p50:>8.1f} {r.p99:>8.1f} "
+        f"{r.worst:>8.1f} {r.rss:>11.0f} {r.cpu:>9.0f} {r.rate:>7.0f}"
+        for r in results
+    ]
     return "\n".join([head, *rows])
 
 
@@ -335,8 +375,11 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="sse-load-"))
     results = []
     for mode in args.modes.split(","):
-        print(f"{mode}: {args.clients} clients on {args.jobs} job(s), {args.events} events...",
-              file=sys.stderr, flush=True)
+        print(
+            f"{mode}: {args.clients} clients on {args.jobs} job(s), {args.events} events...",
+            file=sys.stderr,
+            flush=True,
+        )
         results.append(run_mode(mode, args, root / mode))
     print(table(results))
     shutil.rmtree(root, ignore_errors=True)

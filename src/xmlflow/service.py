@@ -169,6 +169,9 @@ class Service:
         self._stop.set()
         kill_children()
         self.backend.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the data folder's lock
+            self._lock_file = None
 
     def _lock_data_dir(self) -> None:
         """One embedded server per data folder: a second one would 'recover' live jobs."""

@@ -113,13 +113,21 @@ def open_page(page: Page, url: str) -> None:
     expect(page.locator("#jobs-loading")).to_be_hidden()
 
 
-def upload(page: Page, *files: tuple[str, bytes], pipeline: str | None = None) -> None:
-    """Pick files in the file chooser, as a person would (the upload starts on choosing)."""
+def upload(
+    page: Page, *files: tuple[str, bytes], pipeline: str | None = None, new_jobs: bool = True
+) -> None:
+    """Pick files in the file chooser, as a person would (the upload starts on choosing).
+
+    With ``new_jobs``, waits until each file's card is on the page.
+    """
     if pipeline:
         page.get_by_label("Pipeline").select_option(pipeline)
+    cards_before = page.locator(".job").count()
     page.locator("#file-input").set_input_files(
         [{"name": name, "mimeType": "application/xml", "buffer": body} for name, body in files]
     )
+    if new_jobs:
+        expect(page.locator(".job")).to_have_count(cards_before + len(files))
 
 
 def card(page: Page, filename: str) -> Locator:
@@ -139,10 +147,12 @@ def received_event_ids(page: Page, job_id: str | None) -> list[int]:
     return ids
 
 
-def screenshot(page: Page, name: str) -> None:
-    """Save docs/screenshots/<name>.png at the page's current viewport (not the full page)."""
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
+    """Save ``docs/screenshots/<name>.png``: the viewport, or the whole page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SCREENSHOTS / f"{name}.png", animations="disabled", caret="hide")
+    page.screenshot(
+        path=SCREENSHOTS / f"{name}.png", full_page=full_page, animations="disabled", caret="hide"
+    )
 
 
 # -- a proxy that can cut streams ------------------------------------------------------------

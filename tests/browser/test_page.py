@@ -97,7 +97,7 @@ def test_an_empty_file_is_refused_before_sending_with_what_to_do(
     page: Page, ui_server: Any
 ) -> None:
     open_page(page, ui_server.url)
-    upload(page, ("nothing.xml", b""))
+    upload(page, ("nothing.xml", b""), new_jobs=False)
 
     item = page.locator("#uploads .upload-item")
     expect(item).to_have_attribute("data-state", "failed")
@@ -200,21 +200,18 @@ def test_screenshots_of_the_main_states(page: Page, fresh_server: Any) -> None:
     expect(card(page, "orders.xml")).to_have_attribute("data-status", "succeeded")
     upload(page, ("burning.xml", ORDERS), pipeline="raising")
     upload(page, ("mismatched.xml", ORDERS), pipeline="strict")
-    page.wait_for_timeout(2000)
-    print("UPLOADS", page.locator("#uploads").inner_text(), page.locator("#job-list").inner_text()[:300], page.evaluate("document.querySelector('#file-input').files.length"))
     expect(card(page, "mismatched.xml")).to_have_attribute("data-status", "failed")
     upload(page, ("catalogue-2024.xml", ORDERS * 400), pipeline="slow")
     running = card(page, "catalogue-2024.xml")
     expect(running.locator(".step-message").first).to_contain_text("records")
     page.wait_for_timeout(1500)  # let the bars move a little
-    screenshot(page, "desktop-jobs")
+    screenshot(page, "desktop-jobs", full_page=True)
 
     page.set_viewport_size(NARROW)
-    page.locator("#jobs-title").scroll_into_view_if_needed()
     page.evaluate("document.querySelector('#jobs-title').scrollIntoView()")
     screenshot(page, "narrow-jobs")
-    page.locator(".job", has_text="mismatched.xml").scroll_into_view_if_needed()
-    screenshot(page, "narrow-failed")
+    card(page, "burning.xml").evaluate("el => el.scrollIntoView()")
+    screenshot(page, "narrow-outcomes")
     running.get_by_role("button", name="Cancel catalogue-2024.xml").click()
     expect(running).to_have_attribute("data-status", "cancelled")
 
@@ -234,3 +231,24 @@ def test_a_server_with_a_token_sends_people_to_sign_in_and_back(
     expect(card(page, "signed.xml")).to_have_attribute("data-status", "succeeded")
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/signin"))
+
+
+def test_the_page_works_under_a_strict_content_security_policy(page: Page, ui_server: Any) -> None:
+    """No inline script or style: the headers the API engineer will add cannot break the page."""
+    policy = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+
+    def with_policy(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": policy}
+        )
+
+    page.route(ui_server.url + "/", with_policy)
+    violations: list[str] = []
+    page.on(
+        "console", lambda m: violations.append(m.text) if "Content Security" in m.text else None
+    )
+    open_page(page, ui_server.url)
+    upload(page, ("guarded.xml", ORDERS), pipeline="custom")
+    expect(card(page, "guarded.xml")).to_have_attribute("data-status", "succeeded")
+    assert not violations

@@ -235,9 +235,7 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Server]:
     """The integration suite's ``server``, in Redis mode: a web process and two workers."""
     from ..conftest import TEST_CONFIG, TEST_STEPS
 

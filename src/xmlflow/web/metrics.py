@@ -19,7 +19,7 @@ metrics, and a failing metric can never fail a job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -147,12 +147,24 @@ def init_app(app: Flask, service: Service) -> Metrics:
 
 
 def _count_streams(response: Response) -> Response:
-    """One more open stream until the server closes the response (end or disconnect)."""
-    if response.mimetype == "text/event-stream":
+    """One more open stream until its body is closed or dropped (end or disconnect).
+
+    Counted inside the body's generator, not with ``call_on_close``: werkzeug's
+    server skips ``close()`` when the client resets the connection, but the generator
+    is still finalised when it is dropped.
+    """
+    if response.mimetype == "text/event-stream" and response.is_streamed:
         gauge = current_app.extensions[EXTENSION].open_streams
-        gauge.inc()
-        response.call_on_close(gauge.dec)
+        response.response = _counted(response.response, gauge)
     return response
+
+
+def _counted(body: Iterable[str] | Iterable[bytes], gauge: Gauge) -> Iterator[str | bytes]:
+    gauge.inc()
+    try:
+        yield from body
+    finally:
+        gauge.dec()
 
 
 @bp.get("/metrics")

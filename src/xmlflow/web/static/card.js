@@ -243,7 +243,7 @@ export class JobCard {
       text = failed ? `Step “${failed.name}” failed.` : sentence(end.error) || "The job failed.";
       help = located
         ? "Fix the XML at the line and column shown, then upload the file again."
-        : "Read the step's message above; fix the file (or ask your administrator about the pipeline), then upload it again.";
+        : "Fix what the message above describes, then upload the file again. If it is about the pipeline rather than your file, tell your administrator.";
     } else if (end.status === "interrupted") {
       text = sentence(end.error) || "The server stopped while this job was running.";
       help = "Nothing was lost but this run: upload the file again to process it.";

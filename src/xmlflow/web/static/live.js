@@ -52,7 +52,7 @@ export class LiveUpdates {
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (event) => {
         card.applyEvent(type, JSON.parse(event.data), Number(event.lastEventId) || 0);
-        if (type === "end") this.stop(card);
+        if (type === "end") this.#ended(card);
       });
     }
     source.addEventListener("open", () => {
@@ -71,6 +71,16 @@ export class LiveUpdates {
       this.#next();
       this.#resync(card);
     });
+  }
+
+  /** After `end`: close the stream, then take the server's record (its start and end times). */
+  async #ended(card) {
+    this.stop(card);
+    try {
+      card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}`));
+    } catch {
+      // The card already shows the end; only the exact duration is missing.
+    }
   }
 
   async #resync(card) {
