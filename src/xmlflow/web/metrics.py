@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -155,11 +155,11 @@ def _count_streams(response: Response) -> Response:
     """
     if response.mimetype == "text/event-stream" and response.is_streamed:
         gauge = current_app.extensions[EXTENSION].open_streams
-        response.response = _counted(response.response, gauge)
+        response.response = _counted(cast("Iterable[bytes]", response.response), gauge)
     return response
 
 
-def _counted(body: Iterable[str] | Iterable[bytes], gauge: Gauge) -> Iterator[str | bytes]:
+def _counted(body: Iterable[bytes], gauge: Gauge) -> Iterator[bytes]:
     gauge.inc()
     try:
         yield from body
