@@ -199,3 +199,19 @@ def test_split_zip_is_readable_by_zipfile_with_many_entries(tmp_path: Path) -> N
     with zipfile.ZipFile(io.BytesIO((ctx.workdir / "books.zip").read_bytes())) as zf:
         assert len(zf.namelist()) == 70_000  # beyond 65,535: needs the Zip64 records
         assert json.loads(zf.read("070000-i.json")) == {"@n": "69999"}
+
+
+@pytest.mark.parametrize("mode", ["json", "jsonl", "split"])
+def test_late_error_in_every_mode_leaves_nothing(tmp_path: Path, mode: str) -> None:
+    data = b"<r><a>1</a><b>x</b><a>2</a>" + b"<a>3</a>" * 30_000 + b"<b>oops</r>"
+    ctx = make_ctx(tmp_path, data=data, mode=mode)
+    with pytest.raises(XmlError, match=r"^line 1, column \d+: "):
+        run_xml_processing_step(ctx)
+    assert files_in(ctx) == []
+
+
+def test_split_step_error_leaves_nothing(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, data=b"<r>" + b"<a>1</a>" * 30_000 + b"<a>")
+    with pytest.raises(XmlError):
+        run_split_step(ctx)
+    assert files_in(ctx) == []

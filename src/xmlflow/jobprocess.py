@@ -160,6 +160,11 @@ class _Watch:
     def follow(
         self, conn: Connection, child: Any, is_cancelled: Callable[[], bool]
     ) -> RunResult | None:
+        """Relay until the child's result; None if it died or overran its step's timeout.
+
+        Cancel and the deadline are looked at on every turn, not only when the child
+        is quiet: a step reporting progress ten times a second is never quiet.
+        """
         cancel_sent = False
         while True:
             if conn.poll(POLL):
@@ -170,8 +175,7 @@ class _Watch:
                 if message[0] == "result":
                     return RunResult(message[1], message[2], message[3])
                 self._relay(message[1], message[2])
-                continue
-            if not child.is_alive() and not conn.poll(0):
+            elif not child.is_alive() and not conn.poll(0):
                 return None
             if not cancel_sent and is_cancelled():
                 with contextlib.suppress(OSError):

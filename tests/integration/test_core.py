@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterator
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..conftest import Server, write_config
@@ -18,9 +20,19 @@ CONFIG = """
         ],
         "hangs": [{"id": "hanger", "name": "Hang", "module": "run"}],
         "greedy": [{"id": "greedy", "name": "Eat memory", "module": "run"}],
+        "chatty": [{"id": "chatty", "name": "Chatter", "module": "run"}],
     }
 """
 STEPS = {
+    "chatty": """
+        import time
+        def run(ctx):
+            for i in range(1_000_000):  # progress all the time, cancel looked at too
+                ctx.progress(i / 1_000_000, f"{i} records")
+                if ctx.cancelled:
+                    return
+                time.sleep(0.001)
+    """,
     "quitter": """
         import os
         def run(ctx):
@@ -88,3 +100,15 @@ def test_jobs_run_in_parallel_processes(guarded: Server, tmp_path: Path) -> None
     jobs = guarded.upload(*[(f"{i}.xml", b"<a/>") for i in range(3)], pipeline="hangs")
     ends = [guarded.events(j["id"], timeout=30)[-1].data for j in jobs]
     assert all("timed out" in e["error"] for e in ends)
+
+
+def test_cancel_reaches_a_step_that_reports_progress_all_the_time(guarded: Server) -> None:
+    (job,) = guarded.upload(("a.xml", b"<a/>"), pipeline="chatty")
+    deadline = time.monotonic() + 10
+    while guarded.job(job["id"])["steps"][0]["fraction"] is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert httpx.post(f"{guarded.url}/api/jobs/{job['id']}/cancel").status_code == 202
+    assert guarded.wait_finished(job["id"], timeout=10)["status"] == "cancelled"
+    assert time.monotonic() - started < 2

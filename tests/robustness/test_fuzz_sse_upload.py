@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from httpx_sse._decoders import SSEDecoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from httpx_sse._decoders import SSEDecoder
 
 from xmlflow import sse
 from xmlflow.app import create_app

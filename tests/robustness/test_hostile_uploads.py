@@ -123,10 +123,10 @@ def test_chunked_upload_over_the_limit_stops_near_the_limit(hostile: Server) -> 
 
 def test_client_gone_mid_upload_leaves_no_file(hostile: Server) -> None:
     head = (
-        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
-        "Content-Type: multipart/form-data; boundary=B\r\n\r\n"
-        '--B\r\nContent-Disposition: form-data; name="file"; filename="cut.xml"\r\n\r\n'
-    ).encode()
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+        b"Content-Type: multipart/form-data; boundary=B\r\n\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="cut.xml"\r\n\r\n'
+    )
     with socket.create_connection(("127.0.0.1", hostile.port)) as conn:
         conn.sendall(head + b"<a>" + b"x" * 200_000)
         time.sleep(0.3)

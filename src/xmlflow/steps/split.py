@@ -35,12 +35,18 @@ def run_split_step(ctx: StepContext) -> None:
 
     with ctx.open_output(f"{ctx.stem}.zip", "wb") as out:
         archive = ZipWriter(cast(BinaryIO, out))
-        for record in iter_records(ctx.input, record_path, on_chunk=on_chunk):
-            count += 1
-            local = etree.QName(record).localname
-            data = etree.tostring(record, encoding="utf-8", xml_declaration=True, with_tail=False)
-            archive.add(f"{count:06d}-{local}.xml", data)
-        if count == 0:
-            raise StepFailed(f"{ctx.filename}: no records to split (set option 'record_path')")
+        try:
+            for record in iter_records(ctx.input, record_path, on_chunk=on_chunk):
+                count += 1
+                local = etree.QName(record).localname
+                data = etree.tostring(
+                    record, encoding="utf-8", xml_declaration=True, with_tail=False
+                )
+                archive.add(f"{count:06d}-{local}.xml", data)
+            if count == 0:
+                raise StepFailed(f"{ctx.filename}: no records to split (set option 'record_path')")
+        except BaseException:
+            archive.abort()
+            raise
         archive.close()
     ctx.log.info("split %s into %d records", ctx.filename, count)

@@ -85,7 +85,11 @@ def convert_file(
         keep_pis=not options.drop_pis,
         encoding=encoding,
     )
-    _Run(conv, sink, stats, options, tag).consume(feed_file(src, parser, on_chunk=on_chunk))
+    try:
+        _Run(conv, sink, stats, options, tag).consume(feed_file(src, parser, on_chunk=on_chunk))
+    except BaseException:
+        sink.abort()
+        raise
     stats.elements = conv.elements
     if on_progress is not None:
         on_progress(stats.bytes_in, stats.records)

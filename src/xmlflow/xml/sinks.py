@@ -21,6 +21,8 @@ SPOOL_IN_MEMORY = 1 << 20
 class RecordSink(Protocol):
     def add(self, name: str, value: Any, forced: bool) -> None: ...
     def finish(self, root: Any) -> None: ...
+    def abort(self) -> None:
+        """Release temporary files after a failure (the output is discarded)."""
 
 
 class JsonLinesSink:
@@ -33,6 +35,9 @@ class JsonLinesSink:
         self.out.write(orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE))
 
     def finish(self, root: Any) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 
@@ -50,6 +55,9 @@ class ZipSink:
 
     def finish(self, root: Any) -> None:
         self.zip.close()
+
+    def abort(self) -> None:
+        self.zip.abort()
 
 
 class _Group:
@@ -139,6 +147,10 @@ class JsonDocumentSink:
 
     def _has_attrs(self) -> bool:
         return bool(self.root.attrib) or self.conv.has_namespaces
+
+    def abort(self) -> None:
+        for group in self.groups.values():
+            group.spool.close()
 
     def finish(self, root: Any) -> None:
         self.root = root

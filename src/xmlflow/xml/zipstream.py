@@ -102,6 +102,10 @@ class ZipWriter:
         self.central.write(record + raw + extra)
         self.central_size += len(record) + len(raw) + len(extra)
 
+    def abort(self) -> None:
+        """Drop the spooled central directory (after a failure)."""
+        self.central.close()
+
     def close(self) -> None:
         """Write the central directory and the (Zip64) end records."""
         start = self.offset
