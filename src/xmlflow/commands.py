@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -19,7 +19,23 @@ import orjson
 from .client import DEFAULT_URL, ApiClient, ApiError
 from .errors import Unprocessable, XmlflowError
 
+F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
+
+
+def _out_option(help: str) -> Callable[[F], F]:
+    """``--out DIR`` (env ``XMLFLOW_OUT``), shared by ``run`` and ``jobs download``."""
+    return click.option(
+        "--out",
+        "-o",
+        "out_dir",
+        default=Path("."),
+        show_default=True,
+        envvar="XMLFLOW_OUT",
+        show_envvar=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help,
+    )
 
 
 @click.command()
@@ -35,17 +51,7 @@ STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": 
     show_envvar=True,
     help="The pipeline to run (see `xmlflow steps`).",
 )
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    default=Path("."),
-    show_default=True,
-    envvar="XMLFLOW_OUT",
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder the outputs are copied to.",
-)
+@_out_option("Folder the outputs are copied to.")
 @click.option(
     "--option",
     "-O",
@@ -261,17 +267,7 @@ def cancel(client: ApiClient, job_id: str) -> None:
 
 @jobs.command()
 @click.argument("job_id")
-@click.option(
-    "--out",
-    "-o",
-    "out_dir",
-    default=Path("."),
-    show_default=True,
-    envvar="XMLFLOW_OUT",
-    show_envvar=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to save the outputs in.",
-)
+@_out_option("Folder to save the outputs in.")
 @click.option(
     "--zip",
     "as_zip",
