@@ -111,8 +111,10 @@ def kill_children() -> None:
             child.kill()
 
 
-def _mp_context() -> Any:
+def _mp_context(method: str) -> Any:
     global _context
+    if method == "fork":
+        return multiprocessing.get_context("fork")
     with _context_lock:
         if _context is None:
             _context = multiprocessing.get_context("forkserver")
@@ -120,11 +122,23 @@ def _mp_context() -> Any:
         return _context
 
 
-def run_isolated(plan: RunPlan, emit: Emit, is_cancelled: Callable[[], bool]) -> RunResult:
-    """Run the plan in a child process; returns how it ended, whatever the child did."""
-    parent_end, child_end = _mp_context().Pipe(duplex=True)
+def run_isolated(
+    plan: RunPlan,
+    emit: Emit,
+    is_cancelled: Callable[[], bool],
+    *,
+    start_method: str = "forkserver",
+) -> RunResult:
+    """Run the plan in a child process; returns how it ended, whatever the child did.
+
+    ``forkserver`` suits a threaded, long-lived parent (the web process). A process
+    that exists for one job only (RQ's work-horse) passes ``fork``: it has nothing
+    to lose to a fork and would pay a forkserver's start-up for every job.
+    """
+    context = _mp_context(start_method)
+    parent_end, child_end = context.Pipe(duplex=True)
     # Not a daemon: a step may start processes of its own (daemons cannot).
-    child = _mp_context().Process(
+    child = context.Process(
         target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
     )
     with _children_lock:

@@ -34,7 +34,7 @@ def run_job(job_id: str) -> None:
 
     svc = service()
     with lease_kept(svc.store, job_id):
-        execute_job(svc, job_id)
+        execute_job(svc, job_id, start_method="fork")  # the horse lives for this job only
 
 
 def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .jobprocess import RunPlan, RunResult, run_in_process, run_isolated
+from .jobprocess import RunPlan, RunResult, run_isolated
 from .models import EventType, JobStatus
 
 if TYPE_CHECKING:
@@ -18,11 +18,11 @@ log = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between looks at the store's cancel flag
 
 
-def execute_job(service: Service, job_id: str, *, isolate: bool = True) -> None:
+def execute_job(service: Service, job_id: str, *, start_method: str = "forkserver") -> None:
     """Run a queued job to its end; does nothing when the job is no longer queued.
 
-    ``isolate`` runs the steps in a child process (see :mod:`xmlflow.jobprocess`);
-    an executor that already gives each job a process of its own may pass False.
+    The steps always run in a child process (see :mod:`xmlflow.jobprocess`), started
+    with ``start_method``.
     """
     job = service.store.claim(job_id)
     if job is None:
@@ -43,12 +43,12 @@ def execute_job(service: Service, job_id: str, *, isolate: bool = True) -> None:
         memory_mb=settings.job_memory_mb,
         log_level=logging.getLogger().getEffectiveLevel(),
     )
-    run = run_isolated if isolate else run_in_process
     try:
-        result = run(
+        result = run_isolated(
             plan,
             lambda type, data: service.events.append(job_id, type, data),
             _cancel_probe(service, job_id),
+            start_method=start_method,
         )
     except Exception as exc:  # a bug in the runner itself: still end the job
         log.exception("job %s: the runner failed", job_id)
