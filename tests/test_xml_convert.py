@@ -188,6 +188,13 @@ def test_options(tmp_path: Path, options: dict[str, Any], expected: Any) -> None
     assert convert(tmp_path, DOC, **options) == expected
 
 
+def test_coerce_types_keeps_what_is_not_a_plain_number(tmp_path: Path) -> None:
+    xml = "<r><a>007</a><b>-0.5</b><c>1e999</c><d>True</d><e>12345678901234567890</e></r>"
+    assert convert(tmp_path, xml, coerce_types=True) == {
+        "r": {"a": "007", "b": -0.5, "c": "1e999", "d": "True", "e": "12345678901234567890"}
+    }
+
+
 def test_text_options(tmp_path: Path) -> None:
     xml = "<r><t>  a \n\t b  </t><u>  </u></r>"
     assert convert(tmp_path, xml, collapse_whitespace=True) == {"r": {"t": "a b"}}

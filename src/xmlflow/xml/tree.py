@@ -16,6 +16,7 @@ it becomes ``None`` and ``b`` a list, as in xmltodict).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -33,7 +34,7 @@ DROP: Any = object()
 XML_NS = "{http://www.w3.org/XML/1998/namespace}"
 _WS = re.compile(r"\s+")
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
-_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+([eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)")
 
 
 _FEW_ATTRIBUTES = 32
@@ -49,7 +50,8 @@ def _many(el: Any) -> list[tuple[str, str]]:
 def coerce(text: str) -> Any:
     """``"42"`` → 42, ``"4.2"`` → 4.2, ``"true"`` → True; anything else unchanged.
 
-    Leading zeros (``"007"``, zip codes, ids) stay strings on purpose.
+    Leading zeros (``"007"``, zip codes, ids), integers beyond 18 digits and overflowing
+    floats stay strings on purpose: coercion must not lose information.
     """
     if text == "true":
         return True
@@ -58,7 +60,8 @@ def coerce(text: str) -> Any:
     if _INT.fullmatch(text):
         return int(text)
     if _FLOAT.fullmatch(text):
-        return float(text)
+        number = float(text)
+        return number if math.isfinite(number) else text  # "1e999" stays a string
     return text
 
 
@@ -156,9 +159,15 @@ class TreeConverter:
         ``parent_nsmap`` only when the document declares namespaces.
         """
         self.elements += 1
-        attrib = el.attrib
-        item = self.attributes(el, attrib, parent_nsmap) if attrib or self.has_namespaces else None
         fast = self._fast and not self.has_namespaces
+        keys = el.keys()
+        if fast and keys and len(keys) <= _FEW_ATTRIBUTES and "{" not in "".join(keys):
+            prefix = self._attr_prefix  # the common case, without a call
+            item: dict[str, Any] | None = {prefix + k: v for k, v in el.items()}
+        elif keys or self.has_namespaces:
+            item = self.attributes(el, el.attrib, parent_nsmap)
+        else:
+            item = None
         if not len(el):
             text = el.text
         elif fast:
@@ -222,7 +231,7 @@ class TreeConverter:
                 self.other_node(child, item)
                 continue
             name = names.get(tag) or name_of(child)
-            if not len(child) and not child.attrib:
+            if not len(child) and not child.keys():  # keys(): the cheapest attribute test
                 leaves += 1
                 value = child.text
                 if value and strip:
