@@ -126,3 +126,48 @@ def test_named_pipelines(tmp_path: Path) -> None:
     assert settings.pipeline("default") == settings.pipeline("only-clean")
     with pytest.raises(ConfigError, match="unknown pipeline"):
         settings.pipeline("nope")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "{'id': 'process_xml', 'module': 'run_xml_processing_step', 'options': {'mdoe': 'json'}}",
+            "mdoe",
+        ),
+        (
+            "{'id': 'process_xml', 'module': 'run_xml_processing_step', 'options': {'mode': 'csv'}}",
+            "mode",
+        ),
+        ("{'id': 'validate', 'module': 'run_validate_step', 'options': {}}", "'schema'"),
+        (
+            "{'id': 'validate', 'module': 'run_validate_step', 'options': {'schema': 'no.xsd'}}",
+            "no.xsd",
+        ),
+        ("{'id': 'transform', 'module': 'run_transform_step', 'options': {}}", "'stylesheet'"),
+        (
+            "{'id': 'xpath_filter', 'module': 'run_xpath_filter_step', 'options': {'xpath': '(('}}",
+            "bad xpath",
+        ),
+    ],
+)
+def test_step_options_are_checked_at_start_up(tmp_path: Path, entry: str, message: str) -> None:
+    settings = settings_for(tmp_path, f"[{entry}]")
+    with pytest.raises(ConfigError) as info:
+        check_pipelines(settings.pipelines, settings.steps_dir, settings.config_dir)  # type: ignore[attr-defined]
+    assert message in info.value.message
+    assert "pipeline 'default', step 0" in info.value.message
+
+
+def test_good_step_options_pass_the_start_up_check(tmp_path: Path) -> None:
+    (tmp_path / "s.xsd").write_text(
+        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">'
+        '<xs:element name="a" type="xs:string"/></xs:schema>'
+    )
+    settings = settings_for(
+        tmp_path,
+        "[{'id': 'validate', 'module': 'run_validate_step', 'options': {'schema': 's.xsd'}},"
+        " {'id': 'process_xml', 'module': 'run_xml_processing_step',"
+        "  'options': {'mode': 'jsonl', 'force_list': ['a']}}]",
+    )
+    check_pipelines(settings.pipelines, settings.steps_dir, settings.config_dir)  # type: ignore[attr-defined]

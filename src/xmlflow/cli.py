@@ -95,7 +95,7 @@ def worker(burst: bool, name: str | None) -> None:
 )
 def steps(config_path: Path | None) -> None:
     """List the configured pipelines and check that every step loads."""
-    from .pipeline import load_step, step_file
+    from .pipeline import check_step, step_file
     from .settings import load_settings
 
     try:
@@ -110,7 +110,7 @@ def steps(config_path: Path | None) -> None:
         for i, spec in enumerate(specs):
             where = step_file(spec, settings.steps_dir) or f"xmlflow.steps.{spec.id}"
             try:
-                load_step(spec, settings.steps_dir)
+                check_step(spec, settings.steps_dir, settings.config_dir)
                 state = "ok"
             except XmlflowError as exc:
                 state, broken = f"BROKEN: {exc.message}", broken + 1

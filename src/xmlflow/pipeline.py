@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import random
 import shutil
 import sys
@@ -22,7 +23,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import InjectedFailure, JobCancelled, StepFailed, StepLoadError, StepTimeout
+from .errors import (
+    ConfigError,
+    InjectedFailure,
+    JobCancelled,
+    StepFailed,
+    StepLoadError,
+    StepTimeout,
+)
 from .models import EventType, JobStatus, StepSpec, StepStatus
 from .step import Output, StepContext
 
@@ -89,14 +97,45 @@ def _load_builtin_module(spec: StepSpec, steps_dir: Path | None) -> ModuleType:
         raise StepLoadError(f"step {spec.id!r}: cannot import {name}: {exc!r}") from exc
 
 
-def check_pipelines(pipelines: dict[str, list[StepSpec]], steps_dir: Path | None) -> None:
-    """Load every step of every pipeline once, so a broken config fails at start-up."""
+def check_pipelines(
+    pipelines: dict[str, list[StepSpec]], steps_dir: Path | None, config_dir: Path | None = None
+) -> None:
+    """Load every step of every pipeline once, so a broken config fails at start-up.
+
+    A step's module may also define ``check_options(ctx)``: it is called with a context
+    that has the step's ``options`` and ``config_dir`` but no input, and raises
+    :class:`~xmlflow.errors.ConfigError` for options the step could never run with.
+    """
     for name, specs in pipelines.items():
         for i, spec in enumerate(specs):
             try:
-                load_step(spec, steps_dir)
+                check_step(spec, steps_dir, config_dir)
             except StepLoadError as exc:
                 raise StepLoadError(f"pipeline {name!r}, step {i}: {exc.message}") from exc
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"pipeline {name!r}, step {i} ({spec.id!r}): {exc.message}"
+                ) from exc
+
+
+def check_step(spec: StepSpec, steps_dir: Path | None, config_dir: Path | None) -> None:
+    """Load one step and run its ``check_options``; raises what a broken entry deserves."""
+    func = load_step(spec, steps_dir)
+    check = getattr(sys.modules.get(func.__module__), "check_options", None)
+    if callable(check):
+        check(_options_context(spec, config_dir))
+
+
+def _options_context(spec: StepSpec, config_dir: Path | None) -> StepContext:
+    return StepContext(
+        job_id="",
+        step_id=spec.id,
+        input=Path(os.devnull),
+        workdir=Path(os.devnull),
+        filename="",
+        options=dict(spec.options),
+        config_dir=config_dir,
+    )
 
 
 @dataclass

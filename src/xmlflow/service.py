@@ -61,7 +61,7 @@ class Service:
         self.data_dir = settings.data_dir.resolve()
         for sub in ("incoming", "jobs"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
-        check_pipelines(settings.pipelines, settings.steps_dir)
+        check_pipelines(settings.pipelines, settings.steps_dir, settings.config_dir)
         self.backend: Backend = open_backend(settings, lambda job_id: execute_job(self, job_id))
         self._stop = threading.Event()
         self._lock_file: IO[bytes] | None = None

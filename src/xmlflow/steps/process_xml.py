@@ -18,6 +18,11 @@ __all__ = ["run_xml_processing_step"]
 SUFFIX = {"json": ".json", "jsonl": ".jsonl", "split": ".zip"}
 
 
+def check_options(ctx: StepContext) -> None:
+    """At start-up: the conversion options are valid (unknown keys, bad values)."""
+    ConvertOptions.from_dict(ctx.options, base_dir=ctx.config_dir)
+
+
 def run_xml_processing_step(ctx: StepContext) -> None:
     """Convert ``ctx.input`` per ``ctx.options``; write ``<stem>.json|.jsonl|.zip``."""
     options = ConvertOptions.from_dict(ctx.options, base_dir=ctx.config_dir)

@@ -21,6 +21,11 @@ from xmlflow.xml.schema import local_parser
 __all__ = ["run_transform_step"]
 
 
+def check_options(ctx: StepContext) -> None:
+    """At start-up: the stylesheet exists and compiles."""
+    _stylesheet(ctx)
+
+
 def _stylesheet(ctx: StepContext) -> etree.XSLT:
     path = resolve_option_path(ctx, "stylesheet")
     if not path.is_file():

@@ -25,6 +25,11 @@ __all__ = ["run_validate_step", "resolve_option_path"]
 MAX_ERRORS = 50
 
 
+def check_options(ctx: StepContext) -> None:
+    """At start-up: the schema exists and compiles."""
+    load_schema(resolve_option_path(ctx, "schema", "schema_dir"))
+
+
 def resolve_option_path(ctx: StepContext, key: str, folder_key: str | None = None) -> Path:
     """The file named by option ``key``, relative to ``folder_key`` or ``config_dir``."""
     value = ctx.options.get(key)

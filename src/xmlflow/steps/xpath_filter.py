@@ -26,6 +26,11 @@ from xmlflow.xml.records import iter_records
 __all__ = ["run_xpath_filter_step"]
 
 
+def check_options(ctx: StepContext) -> None:
+    """At start-up: the XPath compiles."""
+    _compile(ctx)
+
+
 def _compile(ctx: StepContext) -> etree.XPath:
     expr = ctx.options.get("xpath")
     namespaces = ctx.options.get("namespaces") or {}
