@@ -12,6 +12,7 @@ from xmlflow.settings import load_settings
 
 from .conftest import write_config
 
+CONVERT = "'id': 'process_xml', 'module': 'run_xml_processing_step'"
 GOOD = {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"}
 
 
@@ -131,14 +132,8 @@ def test_named_pipelines(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        (
-            "{'id': 'process_xml', 'module': 'run_xml_processing_step', 'options': {'mdoe': 'json'}}",
-            "mdoe",
-        ),
-        (
-            "{'id': 'process_xml', 'module': 'run_xml_processing_step', 'options': {'mode': 'csv'}}",
-            "mode",
-        ),
+        (f"{{{CONVERT}, 'options': {{'mdoe': 'json'}}}}", "mdoe"),
+        (f"{{{CONVERT}, 'options': {{'mode': 'csv'}}}}", "mode"),
         ("{'id': 'validate', 'module': 'run_validate_step', 'options': {}}", "'schema'"),
         (
             "{'id': 'validate', 'module': 'run_validate_step', 'options': {'schema': 'no.xsd'}}",
