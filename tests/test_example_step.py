@@ -1,0 +1,50 @@
+"""The example step shipped in ``processing_steps/`` works as its docstring says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xmlflow.errors import XmlError
+from xmlflow.models import JobStatus, StepSpec
+from xmlflow.pipeline import JobRun
+
+from .conftest import REPO
+
+
+def run_example(tmp_path: Path, xml: bytes) -> tuple[JobStatus, str | None, Path]:
+    source = tmp_path / "source"
+    source.write_bytes(xml)
+    run = JobRun(
+        job_id="j",
+        specs=[StepSpec("count_elements", "Count", "run_count_elements_step")],
+        source=source,
+        workdir=tmp_path / "work",
+        outdir=tmp_path / "out",
+        filename="doc.xml",
+        emit=lambda type, data: None,
+        steps_dir=REPO / "processing_steps",
+    )
+    status, error = run.run()
+    return status, error, tmp_path / "out" / "doc.counts.json"
+
+
+def test_counts_elements_by_name(tmp_path: Path) -> None:
+    xml = b'<r xmlns:p="urn:p"><a/><a><b/></a><p:b/></r>'
+    status, error, out = run_example(tmp_path, xml)
+    assert (status, error) == (JobStatus.SUCCEEDED, None)
+    assert json.loads(out.read_bytes()) == {"a": 2, "b": 2, "r": 1}
+
+
+@pytest.mark.parametrize(
+    "xml", [b"<r><a></r>", b'<!DOCTYPE r [<!ENTITY x SYSTEM "/etc/passwd">]><r>&x;</r>']
+)
+def test_bad_or_hostile_xml_is_handled(tmp_path: Path, xml: bytes) -> None:
+    status, error, out = run_example(tmp_path, xml)
+    if status is JobStatus.FAILED:
+        assert error is not None and error.startswith("line ")
+    else:
+        assert "root:" not in out.read_text()
+    assert XmlError  # the step raises xmlflow's XmlError for the message above
