@@ -2,48 +2,65 @@
 
 For each deployment it starts the servers on 127.0.0.1, uploads ``--jobs`` jobs whose
 one step waits for a "go" file and then emits a progress event every 0.1 s stamped
-with ``time.time()``, opens ``--clients`` SSE streams (asyncio, raw sockets: the
-clients must cost less than the server), says go, and measures until every stream
-has its ``end`` event:
+with ``time.time()``, opens ``--clients`` SSE streams, says go, and measures until
+every stream has its ``end`` event:
 
 - held: streams connected when the events started, and still there at the end
 - lost: events a stream never received (ids are contiguous per job, so a gap is a loss)
 - latency p50/p99/max: emit (in the worker) to receipt (in the client), progress events
-- web RSS (peak, all web processes) and web CPU (% of one core, during the events)
+- web RSS (peak, all web processes) and web CPU (% of one core, during the events); srv
+  CPU adds Redis and the job workers; cli CPU is the clients' own
 
 Usage::
 
-    .venv/bin/python bench/sse_load.py --clients 2000 --events 100
+    ulimit -n 20000  # the bench raises the soft limit to the hard one, for the servers too
+    .venv/bin/python bench/sse_load.py --clients 2000 --events 200
     .venv/bin/python bench/sse_load.py --clients 400 --jobs 4 --modes embedded,gevent-1
 
+``KEEP=1`` keeps the servers' folders and logs (the path is printed).
+
 Deployments (``--modes``): ``embedded`` (``xmlflow serve``: werkzeug threads + SQLite),
+``embedded-gthread`` / ``embedded-gevent`` (the same one-process app on gunicorn, one
+worker of that class),
 ``gevent-N`` / ``gthread-N`` (``xmlflow serve --workers N`` on Redis, gunicorn worker
 class chosen through ``GUNICORN_CMD_ARGS``), each Redis one with one ``xmlflow worker``
 per job. Bounded: clients ≤ 5000, jobs ≤ 16, events ≤ 1000, and every phase times out.
+
+The clients run in ``--client-procs`` processes of their own (fork), each one epoll loop
+over plain non-blocking sockets and two regex scans per ``recv``: no asyncio, no HTTP
+library, so that they take as little as possible of the cores the servers are measured
+on (their CPU is printed too). Latency is ``time.time()`` at ``recv`` minus the stamp
+the step put in the event's data.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import math
+import multiprocessing
 import os
 import re
+import resource
+import select
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
+from array import array
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 HOST = "127.0.0.1"
+DEFAULT_MODES = "embedded,embedded-gthread,gevent-1,gevent-2,gthread-1"
 CONFIG = """
 PIPELINES = {"default": [{"id": "pace", "name": "Pace", "module": "run_pace",
                           "options": {"events": %d}}]}
@@ -98,47 +115,35 @@ class Deployment:
         return env
 
     def start(self) -> None:
+        """``embedded``: ``xmlflow serve``; ``embedded-gthread``: the same app on gunicorn
+        gthread, one worker; ``gevent-N``/``gthread-N``: Redis mode, ``serve --workers N``."""
         env = self.env()
-        serve = [
-            sys.executable,
-            "-m",
-            "xmlflow",
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-        ]
-        if self.mode != "embedded":
-            kind, _, count = self.mode.partition("-")
-            redis_port = free_port()
-            self._spawn(
-                [
-                    "redis-server",
-                    "--port",
-                    str(redis_port),
-                    "--bind",
-                    HOST,
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                env,
-            )
-            env["XMLFLOW_REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
-            threads = " --threads 2500" if kind == "gthread" else ""
+        serve = [sys.executable, "-m", "xmlflow", "--log-level", "WARNING", "serve"]
+        serve += ["--host", HOST, "--port", str(self.port)]
+        kind, _, count = self.mode.partition("-")
+        threads = " --threads 2500" if "gthread" in (kind, count) else ""
+        if self.mode.startswith("embedded-"):
+            from xmlflow.gunicorn_conf import gunicorn_argv
+
+            env["GUNICORN_CMD_ARGS"] = f"--worker-class {count}{threads} --log-level warning"
+            serve = gunicorn_argv(HOST, self.port, 1)
+        elif self.mode != "embedded":
+            env["XMLFLOW_REDIS_URL"] = self._start_redis(env)
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {kind}{threads} --log-level warning"
             serve += ["--workers", count]
-            time.sleep(0.3)
             for _ in range(self.jobs):
                 self._spawn(
                     [sys.executable, "-m", "xmlflow", "--log-level", "WARNING", "worker"], env
                 )
         self.web = self._spawn(serve, env)
         self._wait_ready()
+
+    def _start_redis(self, env: dict[str, str]) -> str:
+        port = free_port()
+        redis = ["redis-server", "--port", str(port), "--bind", HOST, "--save", ""]
+        self._spawn([*redis, "--appendonly", "no"], env)
+        time.sleep(0.3)
+        return f"redis://{HOST}:{port}/0"
 
     def _spawn(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with (self.root / "server.log").open("ab") as log:
@@ -161,6 +166,11 @@ class Deployment:
         assert self.web
         return [self.web.pid, *children(self.web.pid)]
 
+    def all_pids(self) -> list[int]:
+        """Every server-side process: web, Redis, job workers (and their work-horses)."""
+        pids = [p.pid for p in self.procs]
+        return [*pids, *(c for p in pids for c in children(p, deep=True))]
+
     def stop(self) -> None:
         for proc in reversed(self.procs):
             with contextlib.suppress(ProcessLookupError):
@@ -173,9 +183,10 @@ class Deployment:
                 proc.wait(5)
 
 
-def children(pid: int) -> list[int]:
+def children(pid: int, *, deep: bool = False) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    kids = [int(p) for p in out.split()]
+    return [*kids, *(g for k in kids for g in children(k, deep=True))] if deep else kids
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -197,74 +208,114 @@ def rss_mib(pids: list[int]) -> float:
     return kib / 1024
 
 
-# -- clients ----------------------------------------------------------------------------------
+# -- clients (in their own processes) ----------------------------------------------------------
+
+EVENT_ID = re.compile(rb"^id: (\d+)$", re.MULTILINE)
+STAMP = re.compile(rb'"message":"(\d+\.\d+)"')
+REQUEST = "GET /stream/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+WAITING, OPEN, ENDED, DROPPED = range(4)
 
 
-@dataclass
-class Client:
-    job_id: str
-    connected: bool = False
-    ended: bool = False
-    ids: set[int] = field(default_factory=set)
-    latencies: list[float] = field(default_factory=list)
+class Receipts:
+    """Every progress event's latency, and per event the first and last receipt over all
+    streams: the first says how long the pipeline to the web process takes, the spread
+    (last - first) how long fanning it out to every listener takes."""
+
+    def __init__(self) -> None:
+        self.latencies: array[float] = array("d")
+        self.spans: dict[bytes, list[float]] = {}
+
+    def add(self, stamp: bytes, now: float) -> None:
+        self.latencies.append(now - float(stamp))
+        span = self.spans.get(stamp)
+        if span is None:
+            self.spans[stamp] = [now, now]
+        else:
+            span[1] = now  # one process reads in time order
 
 
-FRAME = re.compile(rb"id: (\d+)\nevent: (\w+)\ndata: ([^\n]*)\n\n")
-STAMP = re.compile(rb'"message":"([\d.]+)"')
+class Conn:
+    """One EventSource by hand: a socket, the unparsed tail, and what arrived so far.
+
+    The parse is two C-level regex scans per ``recv``, never a loop per byte or per
+    field: the clients share the two cores with the servers they measure.
+    """
+
+    __slots__ = ("sock", "job", "tail", "state", "count", "last", "disorder")
+
+    def __init__(self, sock: socket.socket, job: str) -> None:
+        self.sock, self.job, self.tail = sock, job, b""
+        self.state, self.count, self.last, self.disorder = WAITING, 0, 0, 0
+
+    def feed(self, data: bytes, now: float, receipts: Receipts) -> None:
+        if self.state == WAITING:
+            self.state = OPEN if data.startswith(b"HTTP/1.1 200") else DROPPED
+        buf = self.tail + data
+        cut = buf.rfind(b"\n\n") + 2
+        if cut == 1:
+            self.tail = buf
+            return
+        done, self.tail = buf[:cut], buf[cut:]
+        ids = EVENT_ID.findall(done)
+        if ids:
+            first, last = int(ids[0]), int(ids[-1])
+            if first != self.last + 1 or last - first + 1 != len(ids):
+                self.disorder += 1  # a gap or a repeat inside one stream
+            self.count, self.last = self.count + len(ids), last
+        for stamp in STAMP.findall(done):
+            receipts.add(stamp, now)
+        if b"event: end\n" in done:
+            self.state = ENDED
 
 
-class Stream(asyncio.Protocol):
-    """One EventSource, by hand and cheaply: the clients share a core with the servers."""
-
-    def __init__(self, client: Client, job_id: str) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.buffer = b""
-        self.transport: asyncio.BaseTransport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        request = (
-            f"GET /stream/{self.job_id} HTTP/1.1\r\nHost: {HOST}\r\n"
-            "Accept: text/event-stream\r\n\r\n"
-        )
-        self.transport = transport
-        transport.write(request.encode())  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        c = self.client
-        if not c.connected:
-            c.connected = data.startswith(b"HTTP/1.1 200")
-        self.buffer += data
-        cut = self.buffer.rfind(b"\n\n") + 2
-        for event_id, event, payload in FRAME.findall(self.buffer, 0, cut):
-            c.ids.add(int(event_id))
-            if event == b"progress" and (stamp := STAMP.search(payload)):
-                c.latencies.append(now - float(stamp.group(1)))
-            elif event == b"end":
-                c.ended = True
-        self.buffer = self.buffer[cut:]
-        if c.ended:
-            assert self.transport
-            self.transport.close()  # the response is complete; the connection would idle on
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
+def open_streams(port: int, jobs: list[str]) -> list[Conn]:
+    """Connect every stream (blocking connects: the listen backlog paces them)."""
+    conns = []
+    for job in jobs:
+        sock = socket.create_connection((HOST, port), timeout=30)
+        sock.sendall(REQUEST.format(job).encode())
+        sock.setblocking(False)
+        conns.append(Conn(sock, job))
+    return conns
 
 
-async def stream(client: Client, port: int, gate: asyncio.Semaphore) -> None:
-    loop = asyncio.get_running_loop()
-    async with gate:
-        transport, protocol = await loop.create_connection(
-            lambda: Stream(client, client.job_id), HOST, port
-        )
-        await until(lambda: client.connected or protocol.closed.done(), 30)
-    try:
-        await protocol.closed
-    finally:
-        transport.close()
+def pump(ep: select.epoll, by_fd: dict[int, Conn], receipts: Receipts, until: float) -> None:
+    """Read whatever arrived, until ``until`` or until no stream is left."""
+    while by_fd and time.monotonic() < until:
+        for fd, _ in ep.poll(0.5):
+            conn = by_fd[fd]
+            try:
+                data = conn.sock.recv(262_144)
+            except OSError:
+                data = b""
+            if data:
+                conn.feed(data, time.time(), receipts)
+            if not data or conn.state in (ENDED, DROPPED):
+                if not data and conn.state != ENDED:
+                    conn.state = DROPPED
+                ep.unregister(fd)
+                conn.sock.close()
+                del by_fd[fd]
+
+
+def client_process(port: int, jobs: list[str], pipe: Connection, budget: float) -> None:
+    """Hold ``len(jobs)`` streams; report "connected", then every stream's tally."""
+    conns = open_streams(port, jobs)
+    ep = select.epoll()
+    by_fd = {c.sock.fileno(): c for c in conns}
+    for fd in by_fd:
+        ep.register(fd, select.EPOLLIN)
+    receipts = Receipts()
+    deadline = time.monotonic() + 30
+    while any(c.state == WAITING for c in conns) and time.monotonic() < deadline:
+        pump(ep, by_fd, receipts, time.monotonic() + 0.5)
+    pipe.send(sum(c.state == OPEN for c in conns))
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    pump(ep, by_fd, receipts, time.monotonic() + budget)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    tallies = [(c.job, c.state == ENDED, c.count, c.disorder) for c in conns]
+    pipe.send((tallies, receipts.latencies.tobytes(), cpu, receipts.spans))
 
 
 # -- one run ----------------------------------------------------------------------------------
@@ -276,12 +327,17 @@ class Result:
     clients: int
     held: int
     lost: int
+    disorder: int
     p50: float
     p99: float
     worst: float
     rss: float
-    cpu: float
+    web_cpu: float
+    all_cpu: float
+    client_cpu: float
     rate: float
+    first: float  # ms, median over events: stamp to its first receipt
+    spread: float  # ms, median over events: first to last receipt
 
 
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> Result:
@@ -292,56 +348,89 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> Result:
     deployment = Deployment(mode, root, args.jobs)
     deployment.start()
     try:
-        return asyncio.run(measure(deployment, args))
+        return measure(deployment, args)
     finally:
         deployment.stop()
 
 
-async def measure(d: Deployment, args: argparse.Namespace) -> Result:
+def measure(d: Deployment, args: argparse.Namespace) -> Result:
     files = [("file", (f"{i}.xml", b"<a/>", "application/xml")) for i in range(args.jobs)]
-    jobs = httpx.post(d.url + "/upload", files=files, timeout=30).json()["jobs"]
-    clients = [Client(jobs[i % len(jobs)]["id"]) for i in range(args.clients)]
-    gate = asyncio.Semaphore(100)  # connects in flight: the listen backlog is finite
-    tasks = [asyncio.create_task(stream(c, d.port, gate)) for c in clients]
-    await until(lambda: all(c.connected for c in clients) or any(t.done() for t in tasks), 90)
-    held_at_start = sum(c.connected for c in clients)
-    pids = d.web_pids()
-    cpu0, t0, peak = cpu_seconds(pids), time.monotonic(), rss_mib(pids)
+    jobs = [j["id"] for j in httpx.post(d.url + "/upload", files=files, timeout=30).json()["jobs"]]
+    wanted = [jobs[i % len(jobs)] for i in range(args.clients)]
+    budget = args.events * 0.1 * 3 + 30
+    ctx = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    for k in range(args.client_procs):
+        ours, theirs = ctx.Pipe()
+        share = wanted[k :: args.client_procs]
+        procs.append(ctx.Process(target=client_process, args=(d.port, share, theirs, budget)))
+        procs[-1].start()
+        pipes.append(ours)
+    held = sum(p.recv() for p in pipes if p.poll(120))
+    web, everything = d.web_pids(), d.all_pids()
+    web0, all0, t0, peak = cpu_seconds(web), cpu_seconds(everything), time.monotonic(), 0.0
     (d.root / "go").touch()
-    deadline = args.events * 0.1 * 3 + 30
-    while not all(t.done() for t in tasks) and time.monotonic() - t0 < deadline:
-        await asyncio.sleep(0.5)
-        peak = max(peak, rss_mib(pids))
-    cpu = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0) * 100
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return summarise(d, clients, held_at_start, peak, cpu, time.monotonic() - t0)
-
-
-async def until(done: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not done() and time.monotonic() < deadline:  # type: ignore[operator]
-        await asyncio.sleep(0.1)
+    replies: dict[int, Any] = {}
+    while len(replies) < len(pipes) and time.monotonic() - t0 < budget + 10:
+        for k in (k for k, p in enumerate(pipes) if k not in replies and p.poll(0.5)):
+            replies[k] = pipes[k].recv()
+        peak = max(peak, rss_mib(web))
+    elapsed = time.monotonic() - t0
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    usage = (
+        (cpu_seconds(web) - web0) / elapsed * 100,
+        (cpu_seconds(everything) - all0) / elapsed * 100,
+        sum(r[2] for r in replies.values()) / elapsed * 100,
+    )
+    return summarise(d, held, list(replies.values()), peak, usage, elapsed)
 
 
 def summarise(
-    d: Deployment, clients: list[Client], held: int, rss: float, cpu: float, elapsed: float
+    d: Deployment,
+    held: int,
+    replies: list[Any],
+    rss: float,
+    usage: tuple[float, float, float],
+    elapsed: float,
 ) -> Result:
+    tallies = [t for r in replies for t in r[0]]
     last = {
         job: httpx.get(f"{d.url}/api/jobs/{job}", timeout=10).json()["last_event_id"]
-        for job in {c.job_id for c in clients}
+        for job in {t[0] for t in tallies}
     }
-    lost = sum(last[c.job_id] - len(c.ids) for c in clients)
-    latencies = sorted(x for c in clients for x in c.latencies)
-    ms = (
-        [1000 * q for q in (statistics.median(latencies), quantile(latencies, 0.99), latencies[-1])]
-        if latencies
-        else [float("nan")] * 3
-    )
-    still = sum(c.connected and c.ended for c in clients)
-    rate = len(latencies) / elapsed
-    return Result(d.mode, len(clients), min(held, still), lost, ms[0], ms[1], ms[2], rss, cpu, rate)
+    lost = sum(last[job] - count for job, _, count, _ in tallies)
+    latencies: array[float] = array("d")
+    for r in replies:
+        latencies.frombytes(r[1])
+    ordered = sorted(latencies)
+    first, spread = pipeline_and_fanout(replies)
+    ms = [1000 * quantile(ordered, q) for q in (0.5, 0.99, 1.0)] if ordered else [math.nan] * 3
+    ended = sum(t[1] for t in tallies)
+    disorder = sum(t[3] for t in tallies)
+    rate = len(ordered) / elapsed
+    p50, p99, worst = ms
+    web_cpu, all_cpu, client_cpu = usage
+    return Result(
+        d.mode, len(tallies), min(held, ended), lost, disorder,
+        p50, p99, worst, rss, web_cpu, all_cpu, client_cpu, rate, first, spread,
+    )  # fmt: skip
+
+
+def pipeline_and_fanout(replies: list[Any]) -> tuple[float, float]:
+    """Medians over events, in ms: stamp to first receipt, and first to last receipt."""
+    spans: dict[bytes, list[float]] = {}
+    for reply in replies:
+        for stamp, (first, last) in reply[3].items():
+            span = spans.setdefault(stamp, [first, last])
+            span[0], span[1] = min(span[0], first), max(span[1], last)
+    if not spans:
+        return math.nan, math.nan
+    firsts = sorted(1000 * (f - float(stamp)) for stamp, (f, _) in spans.items())
+    spreads = sorted(1000 * (last - f) for f, last in spans.values())
+    return quantile(firsts, 0.5), quantile(spreads, 0.5)
 
 
 def quantile(ordered: list[float], q: float) -> float:
@@ -349,13 +438,17 @@ def quantile(ordered: list[float], q: float) -> float:
 
 
 def table(results: list[Result]) -> str:
+    """All modes side by side; "vs embedded" is the embedded p99 over this mode's p99."""
+    base = next((r.p99 for r in results if r.mode == "embedded"), math.nan)
     head = (
-        f"{'deployment':<12} {'clients':>7} {'held':>6} {'lost':>6} {'p50 ms':>8} "
-        f"{'p99 ms':>8} {'max ms':>8} {'web RSS MiB':>11} {'web CPU %':>9} {'ev/s':>7}"
+        f"{'deployment':<17} {'clients':>7} {'held':>5} {'lost':>5} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7} {'p99 vs emb':>10} {'web MiB':>7} {'web CPU%':>8} "
+        f"{'srv CPU%':>8} {'cli CPU%':>8} {'ev/s':>6} {'first ms':>8} {'spread ms':>9}"
     )
     rows = [
-        f"{r.mode:<12} {r.clients:>7} {r.held:>6} {r.lost:>6} {r.p50:>8.1f} {r.p99:>8.1f} "
-        f"{r.worst:>8.1f} {r.rss:>11.0f} {r.cpu:>9.0f} {r.rate:>7.0f}"
+        f"{r.mode:<17} {r.clients:>7} {r.held:>5} {r.lost + r.disorder:>5} {r.p50:>7.0f} "
+        f"{r.p99:>7.0f} {r.worst:>7.0f} {base / r.p99:>9.1f}x {r.rss:>7.0f} {r.web_cpu:>8.0f} "
+        f"{r.all_cpu:>8.0f} {r.client_cpu:>8.0f} {r.rate:>6.0f} {r.first:>8.0f} {r.spread:>9.0f}"
         for r in results
     ]
     return "\n".join([head, *rows])
@@ -365,24 +458,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--events", type=int, default=100, help="progress events per job")
-    parser.add_argument("--modes", default="embedded,gevent-1,gevent-2,gthread-1")
+    parser.add_argument("--events", type=int, default=200, help="progress events per job")
+    parser.add_argument("--client-procs", type=int, default=1, help="client processes")
+    parser.add_argument("--modes", default=DEFAULT_MODES)
     args = parser.parse_args()
     if not (1 <= args.clients <= 5000 and 1 <= args.jobs <= 16 and 1 <= args.events <= 1000):
         parser.error("bounded: clients 1..5000, jobs 1..16, events 1..1000")
-    if any(m != "embedded" for m in args.modes.split(",")) and not shutil.which("redis-server"):
+    if any(m.startswith("g") for m in args.modes.split(",")) and not shutil.which("redis-server"):
         parser.error("the gunicorn modes need redis-server on PATH")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # servers inherit it too
     root = Path(tempfile.mkdtemp(prefix="sse-load-"))
     results = []
     for mode in args.modes.split(","):
         print(
-            f"{mode}: {args.clients} clients on {args.jobs} job(s), {args.events} events...",
+            f"{mode}: {args.clients} clients on {args.jobs} job(s), {args.events} events, "
+            f"load average {os.getloadavg()[0]:.2f}...",
             file=sys.stderr,
             flush=True,
         )
         results.append(run_mode(mode, args, root / mode))
     print(table(results))
-    shutil.rmtree(root, ignore_errors=True)
+    if os.environ.get("KEEP") is None:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print(root)
 
 
 if __name__ == "__main__":

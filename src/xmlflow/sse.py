@@ -8,14 +8,22 @@ Follows the WHATWG EventSource format, as sse-starlette does, with these choices
 - CR and LF are removed from ``id`` and ``event``; an ``id`` may not contain NUL
   (browsers then ignore it), so NUL is removed too.
 - Keepalives are comments (``: keepalive``), which EventSource ignores.
+
+Many listeners of one job get the same bytes: :func:`event_frame` encodes an event
+once per process (an event never changes once it has its id) and every stream writes
+that one ``bytes`` object; :func:`frames` joins a batch into a single write.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
+
+from .models import Event
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -50,6 +58,34 @@ def encode(
         text = data if isinstance(data, str) else orjson.dumps(data).decode()
         lines.extend(f"data: {line}" for line in _LINE_BREAK.split(text))
     return ("\n".join(lines) + "\n\n").encode()
+
+
+FRAME_CACHE = 4096  # frames kept: far more than the events in flight at any moment
+_frames: dict[tuple[str, int], bytes] = {}
+_frames_lock = threading.Lock()
+
+
+def event_frame(event: Event) -> bytes:
+    """The frame of one event, encoded the first time a listener of this process needs it.
+
+    Keyed by (job, id), which names one event for good: ids are never reused within a
+    job, job ids never across jobs. Lookups take no lock (one dict read); only a new
+    frame does, to add it and evict the oldest one.
+    """
+    key = (event.job_id, event.id)
+    frame = _frames.get(key)
+    if frame is None:
+        frame = encode(event.data, event=str(event.type), id=event.id)
+        with _frames_lock:
+            _frames[key] = frame
+            while len(_frames) > FRAME_CACHE:
+                del _frames[next(iter(_frames))]  # dicts keep insertion order: the oldest
+    return frame
+
+
+def frames(events: Iterable[Event]) -> bytes:
+    """Several events as one write: a listener that fell behind catches up in one ``send``."""
+    return b"".join(map(event_frame, events))
 
 
 def parse_last_event_id(value: str | None) -> int:

@@ -6,7 +6,7 @@ one (:mod:`.redis`). The web layer and the worker see only these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,6 +61,21 @@ class EventLog(Protocol):
 
     def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
         """Events after ``after``; blocks up to ``timeout`` seconds while there are none."""
+
+    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
+        """``follow`` for a whole stream: each batch after the last, [] after ``timeout`` s
+        of quiet, until the log closes; the caller closes the generator when done."""
+
+
+def following(
+    follow: Callable[[str, int, float], list[Event]], job_id: str, after: int, timeout: float
+) -> Generator[list[Event], None, None]:
+    """``listen`` as ``follow`` in a loop, for logs with nothing to keep between batches."""
+    while True:
+        events = follow(job_id, after, timeout)
+        if events:
+            after = events[-1].id
+        yield events
 
 
 class Executor(Protocol):

@@ -14,7 +14,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import orjson
 from ..errors import Conflict, NotFound
 from ..models import Event, EventType, Job, JobStatus, apply_event
 from ..settings import Settings
-from .base import Backend
+from .base import Backend, following
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,36 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 POLL_INTERVAL = 1.0  # seconds: how soon another process's events are noticed
+MEMORY = 256  # recent events kept in memory per followed job
+
+
+class _Listened:
+    """A job someone in this process follows: its condition and its latest events.
+
+    ``recent`` holds contiguous committed events, appended by this process's own writes
+    as they commit: every listener woken by an event takes it from here instead of
+    reading it back from SQLite (with 2,000 listeners, 2,000 queries per event).
+    """
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.count = 0
+        self.recent: deque[Event] = deque(maxlen=MEMORY)
+
+    def add(self, event: Event) -> None:
+        """Remember a just-committed event; start over if it does not follow the last one."""
+        if self.recent and event.id <= self.recent[-1].id:
+            return  # committed earlier than one already here: listeners read it from SQLite
+        if self.recent and event.id != self.recent[-1].id + 1:
+            self.recent.clear()
+        self.recent.append(event)
+
+    def since(self, after: int) -> list[Event] | None:
+        """Events after ``after`` from memory; None when memory does not reach back."""
+        if not self.recent or self.recent[0].id > after + 1:
+            return None
+        newest = self.recent[-1].id
+        return [self.recent[-k] for k in range(newest - after, 0, -1)]
 
 
 class _Signals:
@@ -56,27 +87,28 @@ class _Signals:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._conds: dict[str, tuple[threading.Condition, list[int]]] = {}
+        self._conds: dict[str, _Listened] = {}
 
     @contextmanager
-    def listening(self, job_id: str) -> Iterator[threading.Condition]:
+    def listening(self, job_id: str) -> Iterator[_Listened]:
         with self._lock:
-            cond, count = self._conds.setdefault(job_id, (threading.Condition(), [0]))
-            count[0] += 1
+            entry = self._conds.setdefault(job_id, _Listened())
+            entry.count += 1
         try:
-            yield cond
+            yield entry
         finally:
             with self._lock:
-                count[0] -= 1
-                if count[0] == 0:
+                entry.count -= 1
+                if entry.count == 0:
                     self._conds.pop(job_id, None)
 
-    def notify(self, job_id: str) -> None:
+    def notify(self, job_id: str, event: Event) -> None:
         with self._lock:
             entry = self._conds.get(job_id)
         if entry:
-            with entry[0]:
-                entry[0].notify_all()
+            with entry.cond:
+                entry.add(event)
+                entry.cond.notify_all()
 
 
 class SqliteStore:
@@ -120,7 +152,7 @@ class SqliteStore:
                 (job.id, str(job.status), job.pipeline_name, job.created_at, _dump(job)),
             )
             event = self._append(db, job, EventType.JOB, {"job": job.id, "status": "queued"})
-        self._signals.notify(job.id)
+        self._signals.notify(job.id, event)
         return event
 
     def get(self, job_id: str) -> Job | None:
@@ -149,8 +181,8 @@ class SqliteStore:
             job = self._locked_job(db, job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 return None
-            self._append(db, job, EventType.JOB, {"job": job_id, "status": "running"})
-        self._signals.notify(job_id)
+            event = self._append(db, job, EventType.JOB, {"job": job_id, "status": "running"})
+        self._signals.notify(job_id, event)
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -160,10 +192,12 @@ class SqliteStore:
                 raise NotFound(f"no job {job_id!r}")
             if job.status.finished:
                 raise Conflict(f"job {job_id} has already ended ({job.status})")
+            ended = None
             if job.status is JobStatus.QUEUED:
-                self._append(db, job, EventType.END, cancelled_end())
+                ended = self._append(db, job, EventType.END, cancelled_end())
             db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
-        self._signals.notify(job_id)
+        if ended is not None:
+            self._signals.notify(job_id, ended)
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -211,7 +245,7 @@ class SqliteStore:
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
             event = self._append(db, job, type, data)
-        self._signals.notify(job_id)
+        self._signals.notify(job_id, event)
         return event
 
     def read(self, job_id: str, after: int = 0) -> list[Event]:
@@ -226,15 +260,23 @@ class SqliteStore:
         return [Event(job_id, r[0], EventType(r[1]), orjson.loads(r[2])) for r in rows]
 
     def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
+        """Woken events come from memory; SQLite is read on entry, on a memory miss, and
+        once per ``POLL_INTERVAL`` of quiet (another process's writes wake nobody here)."""
         deadline = time.monotonic() + timeout
-        with self._signals.listening(job_id) as cond:
+        with self._signals.listening(job_id) as entry:
+            woken = False
             while True:
-                with cond:
-                    events = self.read(job_id, after)
+                with entry.cond:
+                    events = entry.since(after) if woken else None
+                    if events is None:
+                        events = self.read(job_id, after)
                     left = deadline - time.monotonic()
                     if events or left <= 0:
                         return events
-                    cond.wait(min(left, POLL_INTERVAL))
+                    woken = entry.cond.wait(min(left, POLL_INTERVAL))
+
+    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
+        return following(self.follow, job_id, after, timeout)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 from flask import Blueprint, Response, request
 
 from .. import sse
 from ..errors import BadRequest
-from ..models import EventType
+from ..models import Event, EventType
 from ..service import Service
 from . import service
 from .api import get_job_or_404
@@ -39,19 +40,30 @@ def stream(job_id: str) -> Response:
 
 
 def _frames(svc: Service, job_id: str, after: int) -> Iterator[bytes]:
-    """The stream's body; runs after the view returned, so it is handed the service."""
-    keepalive = svc.settings.sse_keepalive
+    """The stream's body; runs after the view returned, so it is handed the service.
+
+    One listener registration for the whole stream (``listen``), and one write per
+    wake-up whatever number of events it brings; each event's frame is encoded once
+    per process (:func:`sse.event_frame`) and shared by every listener, so what a
+    listener costs per event is a wake-up and a ``send``.
+    """
     yield sse.encode(retry=svc.settings.sse_retry_ms, comment=f"job {job_id}")
-    last = after
-    while True:
-        events = svc.events.follow(job_id, last, timeout=keepalive)
-        if not events:
-            if svc.closing:  # shutting down: the client reconnects elsewhere, from `last`
+    with closing(svc.events.listen(job_id, after, svc.settings.sse_keepalive)) as batches:
+        for batch in batches:
+            if not batch:
+                if svc.closing:  # shutting down: the client reconnects elsewhere, from `last`
+                    return
+                yield sse.KEEPALIVE
+                continue
+            events = _through_end(batch)
+            yield sse.frames(events)
+            if events[-1].type is EventType.END:
                 return
-            yield sse.KEEPALIVE
-            continue
-        for event in events:
-            yield sse.encode(event.data, event=str(event.type), id=event.id)
-            last = event.id
-            if event.type is EventType.END:
-                return
+
+
+def _through_end(events: list[Event]) -> list[Event]:
+    """The events up to and including an ``end``: nothing is sent after it."""
+    for i, event in enumerate(events):
+        if event.type is EventType.END:
+            return events[: i + 1]
+    return events

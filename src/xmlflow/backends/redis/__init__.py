@@ -9,6 +9,7 @@ leases and the lost-worker monitor).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import redis
@@ -41,11 +42,25 @@ class RedisEventLog:
     def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
         return self.follower.follow(job_id, after, timeout)
 
+    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
+        return self.follower.listen(job_id, after, timeout)
+
+
+POOL_SIZE = 100  # Redis connections per process; more requests than this wait their turn
+POOL_WAIT = 20.0  # seconds a request waits for a free connection before it gets a 503
+
 
 def connect(url: str, **options: Any) -> redis.Redis:
-    """A client that rides out short outages (a Redis restart) by reconnecting."""
-    return redis.Redis.from_url(
+    """A client that rides out short outages (a Redis restart) by reconnecting.
+
+    Its pool *blocks* when all connections are in use: redis-py's default pool raises
+    "Too many connections" past 100, which 2,000 streams opening at once (each
+    reads its job) reach at once under gevent.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=POOL_WAIT,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         socket_connect_timeout=5,
@@ -53,6 +68,9 @@ def connect(url: str, **options: Any) -> redis.Redis:
         health_check_interval=30,
         **options,
     )
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 def open_redis_backend(settings: Settings) -> Backend:
