@@ -63,22 +63,23 @@ def corpus_cases() -> list[Case]:
     return cases
 
 
+CORPUS_CONFIG = """
+    PIPELINES = {
+        "default": [
+            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"},
+        ],
+        "control": [{"id": "cleanup", "name": "Control", "module": "run_cleanup_step"}],
+    }
+"""
+CORPUS_ENV = {"XMLFLOW_STEP_TIMEOUT": str(JOB_TIME_LIMIT), "XMLFLOW_MAX_QUEUED": "5000"}
+
+
 @pytest.fixture(scope="module")
 def corpus_server(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Iterator[Server]:
+    """The embedded server; ``tests/redis`` runs this module again on a Redis cluster."""
     root = tmp_path_factory.mktemp("corpus-http")
-    config = write_config(
-        root / "conf",
-        """
-        PIPELINES = {
-            "default": [
-                {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"},
-            ],
-            "control": [{"id": "cleanup", "name": "Control", "module": "run_cleanup_step"}],
-        }
-        """,
-    )
-    env = {"XMLFLOW_STEP_TIMEOUT": str(JOB_TIME_LIMIT), "XMLFLOW_MAX_QUEUED": "5000"}
-    server = Server(config=config, data_dir=root / "data", env=env).start()
+    config = write_config(root / "conf", CORPUS_CONFIG)
+    server = Server(config=config, data_dir=root / "data", env=dict(CORPUS_ENV)).start()
     yield server
     server.stop()
 

@@ -16,20 +16,21 @@ from ..conftest import Server, write_config
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\0" * 40
 
 
+HOSTILE_CONFIG = """
+    PROCESSING_STEPS = [
+        {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"},
+        {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
+    ]
+"""
+HOSTILE_ENV = {"XMLFLOW_MAX_UPLOAD_MB": "2", "XMLFLOW_WORKERS": "3", "XMLFLOW_SSE_KEEPALIVE": "0.5"}
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The embedded server; ``tests/redis`` runs this module again on a Redis cluster."""
     root = tmp_path_factory.mktemp("hostile")
-    config = write_config(
-        root / "conf",
-        """
-        PROCESSING_STEPS = [
-            {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"},
-            {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
-        ]
-        """,
-    )
-    env = {"XMLFLOW_MAX_UPLOAD_MB": "2", "XMLFLOW_WORKERS": "3", "XMLFLOW_SSE_KEEPALIVE": "0.5"}
-    server = Server(config=config, data_dir=root / "data", env=env).start()
+    config = write_config(root / "conf", HOSTILE_CONFIG)
+    server = Server(config=config, data_dir=root / "data", env=dict(HOSTILE_ENV)).start()
     yield server
     server.stop()
 
