@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-import redis
 
 from ..conftest import Server, write_config
 from ..robustness import test_corpus_http, test_hostile_uploads
 from ..test_xml_corpus import canaries, listeners
-from .conftest import Cluster, RedisServer
+from .conftest import Cluster, RedisServer, _redis_binary_or_skip
 
 pytestmark = pytest.mark.redis
 
@@ -36,35 +36,34 @@ globals().update(_tests_of(test_corpus_http, "corpus_server"))
 __all__ = ["canaries", "listeners"]
 
 
-def _cluster(root: Path, redis_server: RedisServer, config: str, env: dict[str, str]) -> Cluster:
-    redis.Redis.from_url(redis_server.url).flushdb()
+@contextmanager
+def _cluster(root: Path, config: str, env: dict[str, str]) -> Iterator[Server]:
+    """A Redis of its own (the two suites' workers must not take each other's jobs), one
+    web process and two workers."""
+    _redis_binary_or_skip()
+    own_redis = RedisServer(root / "redis").start()
     write_config(root / "conf", config)
     # The default lease: the fault tests' 4 s lease is too short for a machine this busy.
-    cluster = Cluster(root, redis_server, extra_env={**env, "XMLFLOW_LEASE_SECONDS": "30"})
-    cluster.web()
-    cluster.worker(), cluster.worker()
-    return cluster
+    cluster = Cluster(root, own_redis, extra_env={**env, "XMLFLOW_LEASE_SECONDS": "30"})
+    try:
+        cluster.web()
+        cluster.worker(), cluster.worker()
+        yield cluster.webs[0]
+    finally:
+        cluster.stop()
+        own_redis.stop()
 
 
 @pytest.fixture(scope="module")
-def hostile(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
-) -> Iterator[Server]:
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("hostile-redis")
-    cluster = _cluster(
-        root, redis_server, test_hostile_uploads.HOSTILE_CONFIG, test_hostile_uploads.HOSTILE_ENV
-    )
-    yield cluster.webs[0]
-    cluster.stop()
+    config, env = test_hostile_uploads.HOSTILE_CONFIG, test_hostile_uploads.HOSTILE_ENV
+    with _cluster(root, config, env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def corpus_server(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, corpus: Path
-) -> Iterator[Server]:
+def corpus_server(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("corpus-redis")
-    cluster = _cluster(
-        root, redis_server, test_corpus_http.CORPUS_CONFIG, test_corpus_http.CORPUS_ENV
-    )
-    yield cluster.webs[0]
-    cluster.stop()
+    with _cluster(root, test_corpus_http.CORPUS_CONFIG, test_corpus_http.CORPUS_ENV) as server:
+        yield server

@@ -9,7 +9,7 @@ Two sources, each chosen for what it can answer truthfully:
   duration and bytes. The runner appends them where the job runs, so these are
   counters of the work *this* process did; sum them over processes in PromQL. A job
   cancelled while still queued never ran, and is not counted here.
-- **Open SSE streams** of this process, counted around the response.
+- **Open SSE streams** of this process, counted by the stream's body (:func:`open_streams`).
 
 Events are observed by wrapping the backend's :class:`EventLog` in
 :class:`ObservedEventLog`: the runner, the store and the stream stay unaware of
@@ -19,8 +19,8 @@ metrics, and a failing metric can never fail a job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, cast
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -141,30 +141,19 @@ def init_app(app: Flask, service: Service) -> Metrics:
     metrics = Metrics(service)
     app.extensions[EXTENSION] = metrics
     service.backend.events = ObservedEventLog(service.backend.events, metrics.observe)
-    app.after_request(_count_streams)
     app.register_blueprint(bp)
     return metrics
 
 
-def _count_streams(response: Response) -> Response:
-    """One more open stream until its body is closed or dropped (end or disconnect).
+def open_streams() -> Gauge | None:
+    """The current app's gauge of open streams, which the stream's body keeps itself.
 
-    Counted inside the body's generator, not with ``call_on_close``: werkzeug's
-    server skips ``close()`` when the client resets the connection, but the generator
-    is still finalised when it is dropped.
+    The body's own generator increments it when it starts and decrements it when it
+    is closed or dropped (end or disconnect), see ``web.stream``; a wrapping generator
+    would cost a Python frame per event on every stream.
     """
-    if response.mimetype == "text/event-stream" and response.is_streamed:
-        gauge = current_app.extensions[EXTENSION].open_streams
-        response.response = _counted(cast("Iterable[bytes]", response.response), gauge)
-    return response
-
-
-def _counted(body: Iterable[bytes], gauge: Gauge) -> Iterator[bytes]:
-    gauge.inc()
-    try:
-        yield from body
-    finally:
-        gauge.dec()
+    metrics: Metrics | None = current_app.extensions.get(EXTENSION)
+    return metrics.open_streams if metrics is not None else None
 
 
 @bp.get("/metrics")
