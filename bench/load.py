@@ -35,10 +35,18 @@ from sse_load import Deployment, cpu_seconds, rss_mib
 
 CONFIG = """
 PROCESSING_STEPS = [
-    {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step",
-     "delay": 0.1},
-    {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step", "delay": 0.1},
+    {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"},
+    {"id": "pace", "name": "Report progress", "module": "run_pace"},
+    {"id": "cleanup", "name": "Clean up", "module": "run_cleanup_step"},
 ]
+"""
+PACE_STEP = """
+import time
+
+def run_pace(ctx):
+    for i in range(10):  # ten progress events over a second
+        time.sleep(0.1)
+        ctx.progress((i + 1) / 10, f"part {i + 1} of 10")
 """
 DOC = (
     "<orders>"
@@ -48,6 +56,22 @@ DOC = (
     )
     + "</orders>"
 )
+
+
+@dataclass
+class Gauge:
+    now: int = 0
+    peak: int = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        self.now -= 1
+
+
+OPEN = Gauge()
 
 
 @dataclass
@@ -65,6 +89,7 @@ class Outcome:
     ended: int
     succeeded: int
     listeners: int
+    peak: int
     complete: int
     received: int
     lost: int
@@ -99,7 +124,8 @@ async def listen(port: int, listener: Listener, timeout: float) -> None:
             f"GET /stream/{listener.job} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Accept: text/event-stream\r\nConnection: close\r\n\r\n".encode()
         )
-        raw = await asyncio.wait_for(reader.read(-1), timeout)
+        with OPEN:
+            raw = await asyncio.wait_for(reader.read(-1), timeout)
         writer.close()
         body = raw.partition(b"\r\n\r\n")[2]
         listener.events = parse_frames(_dechunk(body) if b"chunked" in raw[:400] else body)
@@ -189,6 +215,9 @@ def job_stats(d: Deployment, jobs: list[str]) -> tuple[int, int, list[float], fl
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> Outcome:
     root.mkdir(parents=True)
     (root / "config.py").write_text(textwrap.dedent(CONFIG))
+    (root / "processing_steps").mkdir()
+    (root / "processing_steps" / "pace.py").write_text(textwrap.dedent(PACE_STEP))
+    OPEN.peak = 0
     d = Deployment(mode, root, jobs=args.workers)
     d.start()
     try:
@@ -208,6 +237,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> Outcome:
         ended=ended,
         succeeded=succeeded,
         listeners=len(listeners),
+        peak=OPEN.peak,
         upload_ms=_p50_p99([t * 1000 for t in upload_times]),
         job_s=_p50_p99(durations),
         drain_s=max(0.0, last_end - began - args.seconds),
@@ -227,14 +257,14 @@ def _p50_p99(values: list[float]) -> tuple[float, float]:
 def table(outcomes: list[Outcome]) -> str:
     head = (
         f"{'deployment':<12}{'uploads':>8}{'503s':>6}{'ended':>7}{'ok':>6}{'listen':>8}"
-        f"{'complete':>9}{'events':>8}{'lost':>6}{'dup':>5}{'order':>6}"
+        f"{'peak':>6}{'complete':>9}{'events':>8}{'lost':>6}{'dup':>5}{'order':>6}"
         f"{'up p50/p99 ms':>16}{'job p50/p99 s':>15}{'drain s':>9}{'RSS MiB':>9}{'CPU %':>7}"
     )
     rows = [head]
     for o in outcomes:
         rows.append(
             f"{o.mode:<12}{o.uploads:>8}{o.refused:>6}{o.ended:>7}{o.succeeded:>6}"
-            f"{o.listeners:>8}{o.complete:>9}{o.received:>8}{o.lost:>6}{o.duplicated:>5}"
+            f"{o.listeners:>8}{o.peak:>6}{o.complete:>9}{o.received:>8}{o.lost:>6}{o.duplicated:>5}"
             f"{o.disordered:>6}{f'{o.upload_ms[0]:.0f}/{o.upload_ms[1]:.0f}':>16}"
             f"{f'{o.job_s[0]:.1f}/{o.job_s[1]:.1f}':>15}{o.drain_s:>9.1f}{o.rss:>9.0f}"
             f"{o.cpu:>7.0f}"
