@@ -23,6 +23,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
 
 
+_json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="XMLFLOW_JSON",
+    show_envvar=True,
+    help="Print the server's JSON answer.",
+)
+
+
 def _out_option(help: str) -> Callable[[F], F]:
     """``--out DIR`` (env ``XMLFLOW_OUT``), shared by ``run`` and ``jobs download``."""
     return click.option(
@@ -194,14 +204,7 @@ def jobs(ctx: click.Context, url: str, token: str | None) -> None:
     envvar="XMLFLOW_JOBS_OFFSET",
     show_envvar=True,
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the server's JSON answer.",
-)
+@_json_option
 @click.pass_obj
 def list_jobs(client: ApiClient, /, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first: id, status, pipeline, elapsed, file."""
@@ -219,14 +222,7 @@ def list_jobs(client: ApiClient, /, as_json: bool, **filters: Any) -> None:
 
 @jobs.command()
 @click.argument("job_id")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the server's JSON answer.",
-)
+@_json_option
 @click.pass_obj
 def show(client: ApiClient, job_id: str, as_json: bool) -> None:
     """One job: its status, each step, its outputs."""
