@@ -3,21 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint check bench clean
+.PHONY: run test lint system-deps bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/python app.py
 
-test: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench processing_steps app.py config.py
-	$(BIN)/ruff format --check src tests bench processing_steps app.py config.py
-	$(BIN)/mypy
+test: lint system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench processing_steps app.py config.py
 	$(BIN)/ruff format --check src tests bench processing_steps app.py config.py
 	$(BIN)/mypy
+
+system-deps:
+	@bash scripts/system-deps.sh
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
