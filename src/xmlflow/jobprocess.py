@@ -42,7 +42,7 @@ from .pipeline import JobRun
 from .step import Output
 
 log = logging.getLogger(__name__)
-Emit = Callable[[EventType, dict[str, Any]], None]
+Emit = Callable[[EventType, dict[str, Any]], object]  # what it returns is ignored
 TIMEOUT_GRACE = 2.0  # seconds a step gets past its timeout to notice it by itself
 POLL = 0.1  # seconds between the parent's looks at cancel, deadline and the child
 

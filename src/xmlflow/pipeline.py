@@ -37,7 +37,7 @@ from .step import Output, StepContext
 log = logging.getLogger(__name__)
 
 StepFunction = Callable[[StepContext], Any]
-Emit = Callable[[EventType, dict[str, Any]], None]
+Emit = Callable[[EventType, dict[str, Any]], object]  # what it returns is ignored
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress events: at most ~10 a second
 _load_lock = threading.Lock()

@@ -9,6 +9,7 @@ after a fork), so a job costs a fork, not a start-up.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from .errors import ConfigError
 from .service import Service
@@ -30,16 +31,16 @@ def service() -> Service:
 
 def run_job(job_id: str) -> None:
     """The RQ job: ``execute_job``, with the job's lease renewed while it runs."""
-    from .backends.redis import lease_kept
+    from .backends.redis import RedisStore, lease_kept
 
     svc = service()
-    with lease_kept(svc.store, job_id):
+    with lease_kept(cast(RedisStore, svc.store), job_id):
         execute_job(svc, job_id, start_method="fork")  # the horse lives for this job only
 
 
 def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
     """Run one RQ worker on the xmlflow queue; survives Redis restarts by starting over."""
-    from .backends.redis import run_worker
+    from .backends.redis import RedisStore, run_worker
 
     if not settings.redis_url:
         raise ConfigError(
@@ -50,6 +51,6 @@ def work(settings: Settings, *, burst: bool = False, name: str | None = None) ->
     svc = _service = Service(settings)
     svc.start()
     try:
-        run_worker(svc.store.r, burst=burst, name=name)
+        run_worker(cast(RedisStore, svc.store).r, burst=burst, name=name)
     finally:
         svc.close()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .backends import Backend, open_backend
+from .backends import Backend, EventLog, JobStore, open_backend
 from .errors import Conflict, NotFound, QueueFull, Unprocessable
 from .jobprocess import INTERRUPTED, kill_children
 from .models import EventType, Job, JobStatus, StepSpec
@@ -67,11 +67,11 @@ class Service:
         self._lock_file: IO[bytes] | None = None
 
     @property
-    def store(self) -> Any:
+    def store(self) -> JobStore:
         return self.backend.store
 
     @property
-    def events(self) -> Any:
+    def events(self) -> EventLog:
         return self.backend.events
 
     # -- files ---------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Service:
         job = self.store.cancel(job_id)
         if job.status is JobStatus.CANCELLED:
             self._discard_inputs(job_id)
-        return job  # type: ignore[no-any-return]
+        return job
 
     def delete(self, job_id: str) -> None:
         job = self.store.get(job_id)

@@ -146,7 +146,7 @@ def get_job_or_404(job_id: str) -> Job:
     job = service().store.get(job_id) if job_id.isalnum() else None
     if job is None:
         raise NotFound(f"no job {job_id!r}")
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 @bp.get("/api/jobs/<job_id>")
