@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from ..conftest import Server, free_port, write_config
+from ..conftest import TEST_STEPS, Server, free_port, write_config
 
 pytestmark = pytest.mark.redis
 
@@ -44,12 +44,7 @@ REDIS_CONFIG = """
     }
 """
 REDIS_STEPS = {
-    "shout": """
-        def run_shout(ctx):
-            text = ctx.input.read_text()
-            with ctx.open_output(ctx.stem + ".upper.txt", "w") as out:
-                out.write(text.upper() + ctx.options["suffix"])
-    """,
+    "shout": TEST_STEPS["shout"],
     "tick": """
         import os, time
         def run_tick(ctx):
@@ -60,10 +55,7 @@ REDIS_STEPS = {
                 if ctx.cancelled:
                     return
     """,
-    "explode": """
-        def run_explode(ctx):
-            raise RuntimeError("the disk of records is on fire")
-    """,
+    "explode": TEST_STEPS["explode"],
 }
 
 
@@ -237,7 +229,7 @@ def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Server]:
     """The integration suite's ``server``, in Redis mode: a web process and two workers."""
-    from ..conftest import TEST_CONFIG, TEST_STEPS
+    from ..conftest import TEST_CONFIG
 
     root = tmp_path_factory.mktemp("redis-server")
     write_config(root / "conf", TEST_CONFIG, TEST_STEPS)
