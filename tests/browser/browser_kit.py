@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +18,13 @@ from playwright.sync_api import Locator, Page, expect
 
 DESKTOP = {"width": 1440, "height": 900}
 NARROW = {"width": 360, "height": 780}
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's pictures are refreshed only when asked (XMLFLOW_UPDATE_SCREENSHOTS=1), so a
+# test run leaves the working tree as it found it; otherwise they go to a scratch folder.
+SCREENSHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("XMLFLOW_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "xmlflow-screenshots"
+)
 
 # The built-in XML converter is the default pipeline's first step once it exists; until
 # then the tests use the ``custom`` pipeline for outputs and a stand-in for ``Convert``.
@@ -147,12 +155,13 @@ def received_event_ids(page: Page, job_id: str | None) -> list[int]:
     return ids
 
 
-def screenshot(page: Page, name: str, *, full_page: bool = False) -> None:
-    """Save ``docs/screenshots/<name>.png``: the viewport, or the whole page."""
+def screenshot(page: Page, name: str, *, full_page: bool = False) -> Path:
+    """Save ``<SCREENSHOTS>/<name>.png``: the viewport, or the whole page."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(
-        path=SCREENSHOTS / f"{name}.png", full_page=full_page, animations="disabled", caret="hide"
-    )
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=path, full_page=full_page, animations="disabled", caret="hide")
+    assert path.stat().st_size > 1000, f"{path} is not a picture"
+    return path
 
 
 # -- a proxy that can cut streams ------------------------------------------------------------
