@@ -10,6 +10,7 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
+import redis
 from httpx_sse import ServerSentEvent, connect_sse
 
 from ..conftest import Event, Server
@@ -53,6 +54,23 @@ def test_killed_worker_job_is_retried_when_asked(cluster: Cluster) -> None:
     assert len(requeued) == 2 and requeued[1].data["retry"] == 1
     assert events[-1].data["status"] == "succeeded"
     assert [e.event for e in events].count("end") == 1
+
+
+def test_job_taken_by_a_worker_that_died_before_starting_it_runs_again(
+    cluster: Cluster,
+) -> None:
+    """A worker pops the job from RQ's queue and dies before the job is claimed: the job
+    is still ``queued`` in our records but nowhere in RQ. The monitor enqueues it again."""
+    web = cluster.web()
+    [job] = web.upload(("a.xml", b"<a/>"))  # no worker yet: it waits in RQ's queue
+    client = redis.Redis.from_url(cluster.redis.url)
+    assert (
+        client.lrem("rq:queue:xmlflow", 0, f"xmlflow-{job['id']}") == 1
+    )  # what a dying worker's pop leaves
+    cluster.worker()
+    events = web.events(job["id"], timeout=60)
+    assert events[-1].data["status"] == "succeeded"
+    assert [e.data.get("status") for e in events if e.event == "job"] == ["queued", "running"]
 
 
 def test_redis_restart_mid_job_loses_nothing(cluster: Cluster) -> None:

@@ -7,7 +7,9 @@ worker *and* its horse were killed (its abandoned-job cleanup is slow and does n
 know our job record), so the lease does: ``claim`` sets it in the same transaction that
 marks the job running, a thread in the horse renews it, and a monitor in every
 process (one at a time, under a short lock) ends or requeues running jobs whose lease
-has expired.
+has expired. The same monitor enqueues again a job that is still ``queued`` in our
+records but that RQ no longer holds (a worker took it and died before claiming it):
+claiming is atomic, so a job enqueued twice still runs once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import redis
 from rq import Queue, Worker
+from rq.registry import StartedJobRegistry
 
 from ...models import JobStatus
 from .keys import QUEUE_NAME, Keys
@@ -40,21 +43,44 @@ class RQExecutor:
 
     def __init__(self, client: redis.Redis, *, failure_ttl: int) -> None:
         self.queue = Queue(QUEUE_NAME, connection=client)
+        self.started = StartedJobRegistry(queue=self.queue)
         self.failure_ttl = failure_ttl
 
     def submit(self, job_id: str) -> None:
         # No RQ timeout (XMLFLOW_STEP_TIMEOUT is ours) and no RQ result: the record is ours.
+        # The RQ job's id is derived from ours, so the monitor can tell whether it is
+        # still waiting or running somewhere.
         self.queue.enqueue(
             JOB_FUNCTION,
             job_id,
+            job_id=rq_job_id(job_id),
             job_timeout=-1,
             result_ttl=0,
             failure_ttl=self.failure_ttl,
             description=f"xmlflow job {job_id}",
         )
 
+    def pending(self) -> set[str]:
+        """The xmlflow job ids RQ still holds: waiting in the queue, or taken by a worker
+        whose heartbeat is alive (a dead worker's entry expires with its heartbeat).
+
+        A job RQ is just moving between the two may be missed, and so enqueued twice:
+        harmless, since only one run can ``claim`` it; the other returns at once.
+        """
+        started = set(self.started.get_job_ids(cleanup=False))
+        started -= set(self.started.get_expired_job_ids())
+        rq_ids = [*self.queue.get_job_ids(), *started]
+        return {i.removeprefix(RQ_PREFIX) for i in rq_ids if i.startswith(RQ_PREFIX)}
+
     def shutdown(self, wait: bool = True) -> None:
         """Nothing runs in this process."""
+
+
+RQ_PREFIX = "xmlflow-"
+
+
+def rq_job_id(job_id: str) -> str:
+    return RQ_PREFIX + job_id
 
 
 def worker_name() -> str:
@@ -110,6 +136,21 @@ class LostJobMonitor:
 
     def check(self) -> int:
         """Settle every lost job now; returns how many were."""
+        return self._settle_running() + self._requeue_orphans()
+
+    def _requeue_orphans(self) -> int:
+        """Queued jobs that RQ no longer holds: a worker took one and died before the job
+        was claimed (or the queue was lost with Redis). Enqueue them again."""
+        waiting = self.store.queued_before(time.time() - 2 * self.store.lease_ttl)
+        if not waiting:
+            return 0
+        orphans = set(waiting) - self.executor.pending()
+        for job_id in orphans:
+            log.warning("job %s: queued but no longer held by RQ; enqueued again", job_id)
+            self.executor.submit(job_id)
+        return len(orphans)
+
+    def _settle_running(self) -> int:
         settled = 0
         for job_id in self.store.running_without_lease():
             status = self.store.settle_lost(job_id, self.retries)

@@ -158,6 +158,12 @@ class RedisStore:
         with _available():
             return _ids(self.r.zrangebyscore(Keys.ended, "-inf", f"({ended_before}"))
 
+    def queued_before(self, created_before: float) -> list[str]:
+        """Ids of jobs queued since before ``created_before`` (the lost-job monitor's)."""
+        with _available():
+            key = Keys.by_status.format(JobStatus.QUEUED)
+            return _ids(self.r.zrangebyscore(key, "-inf", created_before))
+
     def count_queued(self) -> int:
         with _available():
             return int(self.r.zcard(Keys.by_status.format(JobStatus.QUEUED)))
