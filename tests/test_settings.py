@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from xmlflow.errors import ConfigError, StepLoadError
 from xmlflow.pipeline import check_pipelines
 from xmlflow.settings import load_settings
 
-from .conftest import write_config
+from .conftest import Server, write_config
 
 CONVERT = "'id': 'process_xml', 'module': 'run_xml_processing_step'"
 GOOD = {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"}
@@ -93,7 +94,12 @@ def test_environment_settings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("XMLFLOW_WORKERS", "many"), ("XMLFLOW_WORKERS", "0"), ("XMLFLOW_MAX_UPLOAD_MB", "-1")],
+    [
+        ("XMLFLOW_WORKERS", "many"),
+        ("XMLFLOW_WORKERS", "0"),
+        ("XMLFLOW_MAX_UPLOAD_MB", "-1"),
+        ("XMLFLOW_MAX_UPLOAD_FILES", "0"),
+    ],
 )
 def test_bad_environment_values_are_refused(tmp_path: Path, var: str, value: str) -> None:
     with pytest.raises(ConfigError, match=var):
@@ -166,3 +172,26 @@ def test_good_step_options_pass_the_start_up_check(tmp_path: Path) -> None:
         "  'options': {'mode': 'jsonl', 'force_list': ['a']}}]",
     )
     check_pipelines(settings.pipelines, settings.steps_dir, settings.config_dir)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("env", "limit"), [({}, 1000), ({"XMLFLOW_MAX_UPLOAD_FILES": "3"}, 3)])
+def test_too_many_files_are_refused_naming_the_file_limit(
+    tmp_path: Path, env: dict[str, str], limit: int
+) -> None:
+    """More files than XMLFLOW_MAX_UPLOAD_FILES: a 413 that says so (not "larger than
+    1024 MB", werkzeug's part limit did), and nothing received is kept."""
+    server = Server(config=None, data_dir=tmp_path / "data", env=env).start()
+    try:
+        files = [("file", (f"{i}.xml", b"<a/>", "application/xml")) for i in range(limit + 1)]
+        response = httpx.post(server.url + "/upload", files=files, timeout=60)
+        assert response.status_code == 413
+        message = response.json()["error"]["message"]
+        assert f"more than {limit} files" in message and "XMLFLOW_MAX_UPLOAD_FILES" in message
+        assert list((server.data_dir / "incoming").iterdir()) == []
+        assert list((server.data_dir / "jobs").iterdir()) == []
+
+        if limit < 10:  # at the limit it passes (1,000 jobs would only load the machine)
+            ok = httpx.post(server.url + "/upload", files=files[:limit], timeout=60)
+            assert ok.status_code == 202 and len(ok.json()["jobs"]) == limit
+    finally:
+        server.stop()

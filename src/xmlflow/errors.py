@@ -7,6 +7,7 @@ logged with its traceback (the idea is Sphinx's ``SphinxError``).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -15,6 +16,7 @@ class XmlflowError(Exception):
 
     status_code = 500
     code = "internal_error"
+    retry_after: int | None = None  # seconds: sent as ``Retry-After`` (503s the client may retry)
 
     def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
@@ -80,12 +82,25 @@ class QueueFull(XmlflowError):
 
     def __init__(self, message: str, *, retry_after: int = 5, details: Any = None) -> None:
         super().__init__(message, details=details)
-        self.retry_after = retry_after
+        self.retry_after: int | None = retry_after
 
 
 class BackendUnavailable(XmlflowError):
+    """The job store cannot be used for now (Redis down, paused, out of memory...)."""
+
     status_code = 503
     code = "backend_unavailable"
+    retry_after = 5
+
+
+def is_backend_outage(exc: BaseException) -> bool:
+    """A Redis error that means "not now" (down, paused, out of memory...), not a bug.
+
+    For the errors that reach us unwrapped, from RQ say. ``redis`` is imported only in
+    Redis mode; when its backend is not loaded, no error is Redis's.
+    """
+    store = sys.modules.get("xmlflow.backends.redis.store")
+    return store is not None and isinstance(exc, store.REDIS_DOWN)
 
 
 class StepFailed(XmlflowError):

@@ -12,6 +12,7 @@ import logging
 from typing import cast
 
 from .errors import ConfigError
+from .leftovers import remove_shared_leftovers
 from .service import Service
 from .settings import Settings, load_settings
 from .worker import execute_job
@@ -39,7 +40,7 @@ def run_job(job_id: str) -> None:
 
 
 def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
-    """Run one RQ worker on the xmlflow queue; survives Redis restarts by starting over."""
+    """Run one RQ worker on the xmlflow queue; rides out Redis outages by starting over."""
     from .backends.redis import RedisStore, run_worker
 
     if not settings.redis_url:
@@ -50,6 +51,7 @@ def work(settings: Settings, *, burst: bool = False, name: str | None = None) ->
     global _service
     svc = _service = Service(settings)
     svc.start()
+    remove_shared_leftovers(svc.data_dir, svc.store)
     try:
         run_worker(cast(RedisStore, svc.store).r, burst=burst, name=name)
     finally:

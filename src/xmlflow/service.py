@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import Backend, EventLog, JobStore, open_backend
-from .errors import Conflict, NotFound, QueueFull, Unprocessable
+from .errors import Conflict, NotFound, QueueFull, Unprocessable, is_backend_outage
 from .jobprocess import INTERRUPTED, kill_children
+from .leftovers import remove_leftovers
 from .models import EventType, Job, JobStatus, StepSpec
 from .pipeline import check_pipelines
 from .settings import Settings
@@ -125,8 +126,18 @@ class Service:
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True)
         os.replace(received, job_dir / "source")
-        self.store.create(job)
-        self.backend.executor.submit(job.id)
+        try:
+            self.store.create(job)
+        except BaseException:  # no record (Redis out of memory, say): then no file either
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        try:
+            self.backend.executor.submit(job.id)
+        except Exception as exc:
+            if not is_backend_outage(exc):
+                raise
+            # The job is recorded as queued: the lost-job monitor enqueues it again.
+            log.warning("job %s: recorded but not enqueued (%s); the monitor will", job.id, exc)
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -185,6 +196,7 @@ class Service:
             ) from None
 
     def _recover(self) -> None:
+        """End the jobs the last server left running, then remove the files it left."""
         for job in self.store.unfinished():
             if job.status is JobStatus.RUNNING:
                 log.warning("job %s was running when the server stopped: interrupted", job.id)
@@ -192,6 +204,7 @@ class Service:
                 self.events.append(job.id, EventType.END, interrupted_end())
             else:
                 self.backend.executor.submit(job.id)
+        remove_leftovers(self.data_dir, self.store, exclusive=True)
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.settings.sweep_interval):

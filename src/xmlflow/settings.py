@@ -46,6 +46,7 @@ class Settings:
     data_dir: Path = Path("data")
     config_path: Path | None = None
     max_upload_mb: float = 1024.0
+    max_upload_files: int = 1000
     workers: int = 2
     retention_hours: float = 24.0
     max_queued: int = 1000
@@ -91,6 +92,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_DATA_DIR": ("data_dir", Path),
     "XMLFLOW_CONFIG": ("config_path", Path),
     "XMLFLOW_MAX_UPLOAD_MB": ("max_upload_mb", float),
+    "XMLFLOW_MAX_UPLOAD_FILES": ("max_upload_files", int),
     "XMLFLOW_WORKERS": ("workers", int),
     "XMLFLOW_RETENTION_HOURS": ("retention_hours", float),
     "XMLFLOW_MAX_QUEUED": ("max_queued", int),
@@ -135,6 +137,7 @@ def load_settings(
 def _check_numbers(s: Settings) -> None:
     checks = {
         "XMLFLOW_MAX_UPLOAD_MB": s.max_upload_mb > 0,
+        "XMLFLOW_MAX_UPLOAD_FILES": s.max_upload_files >= 1,
         "XMLFLOW_WORKERS": s.workers >= 1,
         "XMLFLOW_RETENTION_HOURS": s.retention_hours > 0,
         "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,

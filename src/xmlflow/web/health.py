@@ -1,7 +1,7 @@
 """``GET /api/health``: can this process take and run jobs right now?
 
 Three checks, each answering a question an operator would ask first: can the job
-store be read (SQLite file or Redis), is there room in the queue (past
+store be read and written (SQLite file or Redis), is there room in the queue (past
 ``XMLFLOW_MAX_QUEUED`` uploads are refused with 503), and can the data folder be
 written (uploads and outputs live there). Any failing check makes the answer 503,
 so a load balancer stops sending uploads here; the body says which check failed.
@@ -50,7 +50,11 @@ def _run(check: Check, svc: Service) -> dict[str, Any]:
 
 
 def check_store(svc: Service) -> dict[str, Any]:
+    """A read, and in Redis mode a write too: Redis out of memory still answers reads."""
     svc.store.list_jobs(limit=1)
+    try_lock = getattr(svc.store, "try_lock", None)  # RedisStore's: a SET that expires
+    if try_lock is not None:
+        try_lock(f"xmlflow:health:{secrets.token_hex(8)}", 1.0)
     return {"ok": True, "backend": "redis" if svc.settings.redis_url else "sqlite"}
 
 

@@ -3,6 +3,10 @@
 Werkzeug would spool each file to a temporary file of its own (or memory, when
 small); we give it our own file instead, so an upload is written once, is never
 whole in memory, and becomes the job's source by a rename.
+
+Each ``incoming/*.part`` file is ``flock``ed by the request receiving it until the
+request ends, so start-up recovery (:mod:`xmlflow.leftovers`) can tell the file of a
+killed process from one that another live process is still receiving.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import IO
 
 from flask import Request
 
+from ..errors import UploadTooLarge
+from ..leftovers import hold
 from . import service
 
 
@@ -20,6 +26,7 @@ class UploadRequest(Request):
     """A request that writes uploaded files into the data folder and tidies up after."""
 
     incoming: list[tuple[Path, IO[bytes]]]
+    held: list[IO[bytes]]  # the incoming files' locks, released when the request ends
 
     def _get_file_stream(
         self,
@@ -28,10 +35,18 @@ class UploadRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        path, stream = service().incoming_file()
+        svc = service()
         if not hasattr(self, "incoming"):
-            self.incoming = []
+            self.incoming, self.held = [], []
+        limit = svc.settings.max_upload_files
+        if len(self.incoming) >= limit:
+            raise UploadTooLarge(
+                f"the upload has more than {limit} files, the limit "
+                "(XMLFLOW_MAX_UPLOAD_FILES): send them in several uploads"
+            )
+        path, stream = svc.incoming_file()
         self.incoming.append((path, stream))
+        self.held.append(hold(path))
         return stream
 
     def discard_incoming(self) -> None:
@@ -41,6 +56,9 @@ class UploadRequest(Request):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.incoming = []
+        for lock in getattr(self, "held", []):
+            lock.close()
+        self.held = []
 
 
 def take_uploads(request: UploadRequest, field: str = "file") -> list[tuple[Path, str | None]]:

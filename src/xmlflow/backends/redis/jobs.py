@@ -14,6 +14,7 @@ claiming is atomic, so a job enqueued twice still runs once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -31,7 +32,7 @@ from rq.registry import StartedJobRegistry
 
 from ...models import JobStatus
 from .keys import QUEUE_NAME, Keys
-from .store import REDIS_DOWN, RedisStore
+from .store import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +172,56 @@ class LostJobMonitor:
             shutil.rmtree(job_dir / sub, ignore_errors=True)
 
 
+RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that lost Redis starts again: first, most
+
+
 def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = None) -> None:
     """Run an RQ worker on the xmlflow queue until it is told to stop (or, in burst, idle).
 
-    RQ waits out Redis outages while it waits for a job, but not everywhere else; a
-    worker that gave up on Redis is started again rather than left dead.
+    RQ's ``Worker.work`` gives up on the first Redis error it meets outside its wait
+    for a job (out of memory, READONLY, a timeout...): it logs "quitting" and
+    *returns*, as if stopped. So a return without a stop request, or an exception, is
+    an outage: this waits (with backoff), lets a job still running in the horse finish,
+    and starts a new worker. Only SIGTERM/SIGINT (or an idle burst) end the loop.
     """
+    pause = RESTART_PAUSE[0]
     while True:
         worker = Worker(
             [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
         )
         try:
             worker.work(burst=burst, with_scheduler=False)
+            if worker._stop_requested or (burst and _queue_empty(worker)):
+                return
+            reason = "RQ's worker quit (see its log above)"
+        except Exception as exc:  # from anywhere in RQ: bootstrap, dequeue, heartbeat...
+            reason = f"{type(exc).__name__}: {exc}"
+        log.warning("worker lost Redis (%s); starting again in %.0f s", reason, pause)
+        if _wait_out(worker, pause):
             return
-        except REDIS_DOWN as exc:
-            log.warning("worker lost Redis (%s); starting again in 2 s", exc)
-            time.sleep(2)
+        pause = min(pause * 2, RESTART_PAUSE[1])
+
+
+def _queue_empty(worker: Worker) -> bool:
+    try:
+        return all(q.count == 0 for q in worker.queues)
+    except Exception:
+        return False  # cannot tell: Redis is away, so the burst has not ended normally
+
+
+def _wait_out(worker: Worker, pause: float) -> bool:
+    """Wait for the old worker's horse and ``pause`` seconds; True if stopped meanwhile.
+
+    RQ's signal handlers stay installed until the next worker's, so a SIGTERM now
+    sets the old worker's flag. Its name is freed so that a ``--name`` can be reused.
+    """
+    horse = worker.horse_pid
+    if horse:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(horse, 0)  # one job at a time per worker, even across restarts
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline and not worker._stop_requested:
+        time.sleep(0.1)
+    with contextlib.suppress(Exception):
+        worker.register_death()  # type: ignore[no-untyped-call]
+    return worker._stop_requested

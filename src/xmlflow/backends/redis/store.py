@@ -33,7 +33,16 @@ log = logging.getLogger(__name__)
 
 OUTAGE_GRACE = 30.0  # seconds a write waits for Redis to come back before giving up
 STREAM_MAXLEN = 10_000  # events kept per job (approximately): a cap, not a window
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Redis cannot serve us right now, and will again: unreachable or slow (a restart, a
+# pause), out of memory under ``noeviction`` (OOM), a replica (READONLY), or loading its
+# data (LOADING, a ConnectionError). A write refused for one of these is retried or
+# answered 503, never taken for a bug.
+REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""Files a killed process left in the data folder, and which of them are safe to remove.
+
+A process killed with ``kill -9`` runs no cleanup, so three kinds of file outlive it:
+an upload being received (``incoming/*.part``), an output being written
+(``jobs/<id>/out/.partial-*.tmp``), and a job folder whose record was never written
+(killed, or the store refused the record, between the rename and the record).
+
+In embedded mode the process starting up holds the data folder's lock: no one else
+writes there, so every such file is a leftover. In Redis mode several web processes
+and workers share the folder, so a file is removed only when it cannot belong to a
+live process:
+
+- an incoming file when no process holds its ``flock`` (the receiving request holds
+  it until it ends; the kernel drops it when the process dies) *and* it is older than
+  :data:`STALE_AFTER` (which covers the instant between creating and locking it);
+- a partial output when its job is not running, and the file is older than the moment
+  that was read (a later attempt of the job writes files that are newer);
+- a job folder without a job record when it is older than :data:`STALE_AFTER` (a
+  submission writes the record within a Redis timeout of making the folder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import IO
+
+from .backends import JobStore
+from .models import JobStatus
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = 120.0  # seconds; longer than any Redis timeout a live submission waits
+PARTIALS = ("out/.partial-*.tmp", "work/.partial-*.tmp")  # what Context.open_output writes
+
+
+def hold(path: Path) -> IO[bytes]:
+    """Lock ``path`` for as long as the returned file stays open (or this process lives)."""
+    lock = open(path, "rb")  # noqa: SIM115 - the caller closes it when the request ends
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def remove_leftovers(data_dir: Path, store: JobStore, *, exclusive: bool) -> int:
+    """Remove what killed processes left behind; ``exclusive``: no other process is here.
+
+    Returns how many files or folders were removed.
+    """
+    cutoff = time.time() - (0 if exclusive else STALE_AFTER)
+    removed = _incoming(data_dir / "incoming", cutoff)
+    for job_dir in sorted((data_dir / "jobs").iterdir()):
+        removed += _job_leftovers(job_dir, store, cutoff)
+    if removed:
+        log.warning("start-up: removed %d file(s) left by a killed process", removed)
+    return removed
+
+
+def _incoming(folder: Path, cutoff: float) -> int:
+    removed = 0
+    for path in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live request is receiving it
+            if path.stat().st_mtime <= cutoff:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _job_leftovers(job_dir: Path, store: JobStore, cutoff: float) -> int:
+    partials = [p for pattern in PARTIALS for p in job_dir.glob(pattern)]
+    read_at = time.time()
+    job = store.get(job_dir.name) if job_dir.name.isalnum() else None
+    if job is None:
+        if job_dir.stat().st_mtime > cutoff:
+            return 0  # being submitted right now, perhaps
+        shutil.rmtree(job_dir, ignore_errors=True)
+        return 1
+    if job.status is JobStatus.RUNNING:
+        return 0
+    stale = [p for p in partials if _mtime(p) < read_at]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def remove_shared_leftovers(data_dir: Path, store: JobStore) -> None:
+    """Redis mode, at a process's start: what no live process can own; never fatal."""
+    try:
+        remove_leftovers(data_dir, store, exclusive=False)
+    except Exception as exc:  # Redis away at start-up: the next process to start will try
+        log.warning("start-up: could not look for leftover files: %s", exc)
