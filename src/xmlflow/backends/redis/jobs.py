@@ -189,13 +189,16 @@ def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = N
         worker = Worker(
             [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
         )
+        started = time.monotonic()
         try:
             worker.work(burst=burst, with_scheduler=False)
-            if worker._stop_requested or (burst and _queue_empty(worker)):
+            if _stopping(worker) or (burst and _queue_empty(worker)):
                 return
             reason = "RQ's worker quit (see its log above)"
         except Exception as exc:  # from anywhere in RQ: bootstrap, dequeue, heartbeat...
             reason = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - started > RESTART_PAUSE[1]:
+            pause = RESTART_PAUSE[0]  # it had worked for a while: a new outage
         log.warning("worker lost Redis (%s); starting again in %.0f s", reason, pause)
         if _wait_out(worker, pause):
             return
@@ -220,8 +223,14 @@ def _wait_out(worker: Worker, pause: float) -> bool:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(horse, 0)  # one job at a time per worker, even across restarts
     deadline = time.monotonic() + pause
-    while time.monotonic() < deadline and not worker._stop_requested:
+    while time.monotonic() < deadline and not _stopping(worker):
         time.sleep(0.1)
     with contextlib.suppress(Exception):
         worker.register_death()  # type: ignore[no-untyped-call]
-    return worker._stop_requested
+    return _stopping(worker)
+
+
+def _stopping(worker: Worker) -> bool:
+    """Whether the worker got SIGTERM/SIGINT: its handler notes the time (when idle, it
+    stops at once without setting ``_stop_requested``, which is for a busy worker)."""
+    return worker._stop_requested or worker._shutdown_requested_date is not None

@@ -1,0 +1,143 @@
+"""Redis refusing writes (out of memory), paused, or restarted: nothing dies, nothing is lost.
+
+Each case runs on this module's own redis-server, whose memory limit and process the
+tests change (and put back).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from ..conftest import Event, Server
+from .conftest import Cluster, RedisServer, Worker
+from .test_distributed import _wait_status
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def outage_cluster(cluster: Cluster) -> Iterator[Cluster]:
+    """A cluster whose leases outlast the outages below (a busy machine is slow too)."""
+    cluster.extra_env["XMLFLOW_LEASE_SECONDS"] = "20"
+    client = redis.Redis.from_url(cluster.redis.url)
+    client.config_set("maxmemory-policy", "noeviction")
+    yield cluster
+    resume(cluster.redis)
+    client.config_set("maxmemory", 0)
+
+
+def out_of_memory(server: RedisServer) -> None:
+    """Every write is refused with OOM from now on (reads still work)."""
+    redis.Redis.from_url(server.url).config_set("maxmemory", 1)
+
+
+def memory_back(server: RedisServer) -> None:
+    redis.Redis.from_url(server.url).config_set("maxmemory", 0)
+
+
+def resume(server: RedisServer) -> None:
+    assert server.proc
+    os.kill(server.proc.pid, signal.SIGCONT)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def health(web: Server) -> httpx.Response:
+    return httpx.get(web.url + "/api/health", timeout=40)
+
+
+def wait_healthy(web: Server, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while (response := health(web)).status_code != 200:
+        assert time.monotonic() < deadline, response.json()
+        time.sleep(0.2)
+
+
+def assert_alive(*workers: Worker) -> None:
+    for w in workers:
+        assert w.proc and w.proc.poll() is None, w.log_path.read_text()[-3000:]
+
+
+def assert_one_clean_run(events: list[Event]) -> None:
+    assert [e.id for e in events] == list(range(1, len(events) + 1))
+    assert [e.event for e in events].count("end") == 1
+    assert events[-1].event == "end" and events[-1].data["status"] == "succeeded", events[-1]
+
+
+def test_out_of_memory_refuses_uploads_and_workers_ride_it_out(outage_cluster: Cluster) -> None:
+    cluster = outage_cluster
+    web = cluster.web()
+    busy = cluster.worker()
+    [running] = web.upload(("a.xml", b"<a/>"), pipeline="paced")
+    [waiting] = web.upload(("b.xml", b"<b/>"))  # behind it: one worker
+    _wait_status(web.job, running["id"], "running")
+    data = cluster.root / "data"
+    before = files_under(data)
+
+    out_of_memory(cluster.redis)
+    late = cluster.worker()  # starts while Redis refuses its registration
+    refused = httpx.post(
+        web.url + "/upload", files=[("file", ("c.xml", b"<c/>", "application/xml"))], timeout=40
+    )
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["Retry-After"]) > 0
+    assert refused.json()["error"]["code"] == "backend_unavailable"
+    assert "Redis" in refused.json()["error"]["message"]
+    assert files_under(data) == before  # no source, no .part: nothing of the refused upload
+    unhealthy = health(web)
+    assert unhealthy.status_code == 503 and "store" in unhealthy.json()["failed"]
+    time.sleep(4)  # long enough for both workers to meet the refusals
+    assert_alive(busy, late)
+
+    memory_back(cluster.redis)
+    wait_healthy(web)
+    [after] = web.upload(("d.xml", b"<d/>"))
+    for job in (running, waiting, after):
+        assert_one_clean_run(web.events(job["id"]))
+    assert_alive(busy, late)
+    assert sorted(p.name for p in (data / "jobs").iterdir()) == sorted(
+        j["id"] for j in (running, waiting, after)
+    )
+
+
+def test_paused_redis_is_waited_out(outage_cluster: Cluster) -> None:
+    cluster = outage_cluster
+    web = cluster.web()
+    workers = [cluster.worker(), cluster.worker()]
+    jobs = web.upload(*[(f"{i}.xml", b"<a/>") for i in range(2)], pipeline="paced")
+    _wait_status(web.job, jobs[0]["id"], "running")
+    assert cluster.redis.proc
+    os.kill(cluster.redis.proc.pid, signal.SIGSTOP)
+    time.sleep(4)
+    resume(cluster.redis)
+
+    jobs += web.upload(("late.xml", b"<a/>"))
+    for job in jobs:
+        assert_one_clean_run(web.events(job["id"]))
+    wait_healthy(web)
+    assert_alive(*workers)
+
+
+def test_restarted_redis_keeps_workers_working(outage_cluster: Cluster) -> None:
+    cluster = outage_cluster
+    web = cluster.web()
+    workers = [cluster.worker(), cluster.worker()]
+    [first] = web.upload(("a.xml", b"<a/>"))
+    assert_one_clean_run(web.events(first["id"]))
+    cluster.redis.restart(down_for=2)
+
+    wait_healthy(web)
+    jobs = web.upload(*[(f"{i}.xml", b"<a/>") for i in range(3)])
+    for job in jobs:
+        assert_one_clean_run(web.events(job["id"]))
+    assert_alive(*workers)
