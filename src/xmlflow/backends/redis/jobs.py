@@ -21,7 +21,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,21 +88,35 @@ def worker_name() -> str:
 
 
 @contextmanager
-def lease_kept(store: RedisStore, job_id: str) -> Iterator[None]:
-    """Renew the job's lease while the body runs; dies with this process, which is the point."""
-    stop = threading.Event()
+def lease_kept(store: RedisStore, job_id: str, attempt: int) -> Iterator[Callable[[], bool]]:
+    """Renew the lease of the job's run ``attempt`` while the body runs; yields ``lost()``.
+
+    ``lost()`` turns true once a renewal is refused (the job was settled as lost, ended,
+    or claimed again) or none has succeeded for a whole lease period (Redis away, or this
+    process was paused): from then on another run may own the job, so the caller stops
+    its child at once. The thread dies with this process, which is the point.
+    """
+    stop, refused = threading.Event(), threading.Event()
+    renewed = [time.monotonic()]
 
     def renew() -> None:
         while not stop.wait(store.lease_ttl / 5):
             try:
-                store.renew_lease(job_id)
+                if not store.renew_lease(job_id, attempt):
+                    log.warning("job %s: attempt %d lost its lease; stopping it", job_id, attempt)
+                    refused.set()
+                    return
+                renewed[0] = time.monotonic()
             except Exception as exc:  # Redis away: the lease has room for a short outage
                 log.warning("job %s: could not renew its lease: %s", job_id, exc)
+
+    def lost() -> bool:
+        return refused.is_set() or time.monotonic() - renewed[0] > store.lease_ttl
 
     thread = threading.Thread(target=renew, name=f"xmlflow-lease-{job_id}", daemon=True)
     thread.start()
     try:
-        yield
+        yield lost
     finally:
         stop.set()
 
@@ -165,9 +179,10 @@ class LostJobMonitor:
         return settled
 
     def _discard_files(self, job_id: str) -> None:
+        """The lost run's files: its source, scratch and unpublished outputs (attempt-*)."""
         job_dir = self.data_dir / "jobs" / job_id
         (job_dir / "source").unlink(missing_ok=True)
-        for sub in ("work", "out"):
+        for sub in ("work", "out", *(p.name for p in job_dir.glob("attempt-*"))):
             shutil.rmtree(job_dir / sub, ignore_errors=True)
 
 
