@@ -49,7 +49,8 @@ def test_a_requeued_job_refuses_its_first_run_and_its_lease(store: RedisStore) -
     assert store.renew_lease("r1", 1)
     store.r.delete("xmlflow:lease:r1")  # the lease expired: the worker was paused
     assert not store.renew_lease("r1", 1), "an expired lease is not taken back"
-    assert store.settle_lost("r1", retries=1) is JobStatus.QUEUED
+    settled = store.settle_lost("r1", retries=1)
+    assert settled is not None and settled.status is JobStatus.QUEUED and settled.attempt == 1
     second = store.claim("r1")
     assert second is not None and second.attempt == 2
     assert not store.renew_lease("r1", 1) and store.renew_lease("r1", 2)

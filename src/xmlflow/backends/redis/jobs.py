@@ -167,23 +167,24 @@ class LostJobMonitor:
     def _settle_running(self) -> int:
         settled = 0
         for job_id in self.store.running_without_lease():
-            status = self.store.settle_lost(job_id, self.retries)
-            if status is None:
+            job = self.store.settle_lost(job_id, self.retries)
+            if job is None:
                 continue
             settled += 1
-            log.warning("job %s: its worker was lost; now %s", job_id, status)
-            if status is JobStatus.QUEUED:
+            log.warning("job %s: its worker was lost; now %s", job_id, job.status)
+            job_dir = self.data_dir / "jobs" / job_id
+            shutil.rmtree(job_dir / f"attempt-{job.attempt}", ignore_errors=True)
+            if job.status is JobStatus.QUEUED:
                 self.executor.submit(job_id)
             else:
-                self._discard_files(job_id)
+                self._discard_files(job_dir)
         return settled
 
-    def _discard_files(self, job_id: str) -> None:
-        """The lost run's files: its source, scratch and unpublished outputs (attempt-*)."""
-        job_dir = self.data_dir / "jobs" / job_id
+    def _discard_files(self, job_dir: Path) -> None:
+        """What an ended job no longer needs: its source, scratch, unpublished outputs."""
         (job_dir / "source").unlink(missing_ok=True)
-        for sub in ("work", "out", *(p.name for p in job_dir.glob("attempt-*"))):
-            shutil.rmtree(job_dir / sub, ignore_errors=True)
+        for folder in (job_dir / "work", job_dir / "out", *job_dir.glob("attempt-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = None) -> None:

@@ -219,10 +219,11 @@ class RedisStore:
             alive = pipe.execute()
         return [i for i, up in zip(ids, alive, strict=True) if not up]
 
-    def settle_lost(self, job_id: str, retries: int) -> JobStatus | None:
+    def settle_lost(self, job_id: str, retries: int) -> Job | None:
         """End (or requeue, while retries are left) a running job whose lease has expired.
 
-        Returns the job's new status, or None when it was not lost after all.
+        Returns the job as settled (its ``attempt`` is the lost run's), or None when it
+        was not lost after all.
         """
 
         def decide(c: Change) -> bool:
@@ -239,7 +240,7 @@ class RedisStore:
             return True
 
         change = self._transact(job_id, decide)
-        return change.job.status if change and change.events else None
+        return change.job if change and change.events else None
 
     def try_lock(self, key: str, seconds: float) -> bool:
         with _available():
