@@ -5,12 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from xmlflow.backends.embedded import SqliteStore
 from xmlflow.errors import Conflict, NotFound
-from xmlflow.models import EventType, Job, JobStatus, StepSpec
+from xmlflow.models import (
+    MAX_EVENT_BYTES,
+    TRUNCATED_NOTE,
+    EventType,
+    Job,
+    JobStatus,
+    StepSpec,
+    StepStatus,
+    Superseded,
+)
 
 SPECS = [StepSpec("process_xml", "Convert", "run_xml_processing_step")]
 
@@ -126,3 +137,58 @@ def test_listeners_free_what_they_held(store: SqliteStore) -> None:
     for t in threads:
         t.join()
     assert store._signals._conds == {}
+
+
+# -- fencing and bounded events: the same checks run on the Redis store (tests/redis) ---------
+
+
+def check_fencing(store: Any) -> None:
+    """A run names its attempt; a stale attempt and anything after ``end`` are refused."""
+    store.create(new_job("f1"))
+    claimed = store.claim("f1")
+    assert claimed is not None and claimed.attempt == 1
+    store.append("f1", EventType.STEP, {"index": 0, "status": "running"}, attempt=1)
+    with pytest.raises(Superseded, match="attempt 2 was superseded"):
+        store.append("f1", EventType.PROGRESS, {"index": 0, "fraction": 0.1}, attempt=2)
+    with pytest.raises(Superseded, match="attempt 0 was superseded"):
+        store.append("f1", EventType.PROGRESS, {"index": 0, "fraction": 0.1}, attempt=0)
+    store.append("f1", EventType.END, {"status": "failed", "error": "lost", "outputs": []})
+    for attempt in (1, None):
+        with pytest.raises(Superseded, match="already ended"):
+            store.append(
+                "f1", EventType.END, {"status": "succeeded", "outputs": []}, attempt=attempt
+            )
+    with pytest.raises(Superseded):
+        store.append("f1", EventType.PROGRESS, {"index": 0, "fraction": 0.9}, attempt=1)
+    events = store.read("f1")
+    assert [e.id for e in events] == [1, 2, 3, 4]
+    assert [e.type for e in events].count(EventType.END) == 1 and events[-1].type is EventType.END
+    job = store.get("f1")
+    assert job.status is JobStatus.FAILED and job.last_event_id == 4 and job.error == "lost"
+
+
+def check_bounded_events(store: Any) -> None:
+    """A lone surrogate is stored as U+FFFD; huge data is cut to MAX_EVENT_BYTES, saying so."""
+    store.create(new_job("b1"))
+    store.claim("b1")
+    store.append("b1", EventType.STEP, {"index": 0, "status": "running"}, attempt=1)
+    store.append("b1", EventType.PROGRESS, {"index": 0, "fraction": 0.5, "message": "a\udcffb"})
+    huge = {"index": 0, "status": "failed", "error": "x" * 1_000_000, "errors": ["e"] * 200_000}
+    store.append("b1", EventType.STEP, huge, attempt=1)
+    progress, failed = store.read("b1")[-2:]
+    assert progress.data["message"] == "a\ufffdb"
+    assert len(orjson.dumps(failed.data)) <= MAX_EVENT_BYTES
+    assert failed.data["truncated"] == TRUNCATED_NOTE
+    assert failed.data["error"].startswith("xxxx") and "characters cut]" in failed.data["error"]
+    assert 0 < len(failed.data["errors"]) < 200_000
+    job = store.get("b1")
+    assert job.steps[0].status is StepStatus.FAILED and job.steps[0].message == "a\ufffdb"
+    assert len(orjson.dumps(job.to_dict())) < 2 * MAX_EVENT_BYTES
+
+
+def test_a_stale_attempt_and_anything_after_end_are_refused(store: SqliteStore) -> None:
+    check_fencing(store)
+
+
+def test_event_data_is_valid_unicode_and_bounded(store: SqliteStore) -> None:
+    check_bounded_events(store)

@@ -6,8 +6,12 @@ worker stuck for ever. In a child process:
 
 - the parent keeps appending the child's events itself (so SSE listeners in the
   web process are woken at once, and only one process writes the store);
-- a step that outlives ``XMLFLOW_STEP_TIMEOUT`` (plus a grace period for the
-  step's own check) is killed, and the job fails saying it timed out;
+- a step that outlives ``XMLFLOW_STEP_TIMEOUT``, or that does not stop when its
+  job is cancelled, gets ``STOP_GRACE`` seconds to notice by itself, then SIGTERM,
+  then ``KILL_GRACE`` later SIGKILL: stopped within 2 s even when stuck in C (a
+  regular expression backtracking for ever never looks at ``ctx.cancelled``);
+- a run the store refuses (:class:`~xmlflow.models.Superseded`: another run replaced
+  it) or that lost its lease kills its child at once and raises;
 - ``XMLFLOW_JOB_MEMORY_MB`` caps the child's address space: a greedy step gets a
   ``MemoryError`` (or is killed), not the machine;
 - a child that dies (``os._exit``, a signal, the OOM killer) fails its job with
@@ -37,13 +41,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .models import EventType, JobStatus, StepSpec, StepStatus
+from .models import EventType, JobStatus, StepSpec, StepStatus, Superseded
 from .pipeline import JobRun
 from .step import Output
 
 log = logging.getLogger(__name__)
 Emit = Callable[[EventType, dict[str, Any]], object]  # what it returns is ignored
-TIMEOUT_GRACE = 2.0  # seconds a step gets past its timeout to notice it by itself
+STOP_GRACE = 1.0  # seconds a cancelled or overdue step gets to stop by itself
+KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 POLL = 0.1  # seconds between the parent's looks at cancel, deadline and the child
 
 
@@ -127,9 +132,13 @@ def run_isolated(
     emit: Emit,
     is_cancelled: Callable[[], bool],
     *,
+    abandoned: Callable[[], bool] = lambda: False,
     start_method: str = "forkserver",
 ) -> RunResult:
     """Run the plan in a child process; returns how it ended, whatever the child did.
+
+    Raises :class:`Superseded` (after killing the child) when ``emit`` does, or as soon
+    as ``abandoned()`` is true: this run no longer owns its job.
 
     ``forkserver`` suits a threaded, long-lived parent (the web process). A process
     that exists for one job only (RQ's work-horse) passes ``fork``: it has nothing
@@ -147,7 +156,7 @@ def run_isolated(
     child_end.close()
     watch = _Watch(plan, emit)
     try:
-        result = watch.follow(parent_end, child, is_cancelled)
+        result = watch.follow(parent_end, child, is_cancelled, abandoned)
     finally:
         if child.is_alive():
             child.kill()
@@ -161,7 +170,7 @@ def run_isolated(
 
 
 class _Watch:
-    """The parent's side: relays events, forwards cancel, enforces the step timeout."""
+    """The parent's side: relays events, forwards cancel, stops an overdue or cancelled child."""
 
     def __init__(self, plan: RunPlan, emit: Emit) -> None:
         self.plan = plan
@@ -169,17 +178,22 @@ class _Watch:
         self.running: int | None = None
         self.step_started = 0.0
         self.finished_steps: set[int] = set()
+        self.cancelled_at: float | None = None
+        self.terminated_at: float | None = None
         self.timed_out = False
 
     def follow(
-        self, conn: Connection, child: Any, is_cancelled: Callable[[], bool]
+        self,
+        conn: Connection,
+        child: Any,
+        is_cancelled: Callable[[], bool],
+        abandoned: Callable[[], bool],
     ) -> RunResult | None:
-        """Relay until the child's result; None if it died or overran its step's timeout.
+        """Relay until the child's result; None if it died or had to be stopped.
 
-        Cancel and the deadline are looked at on every turn, not only when the child
-        is quiet: a step reporting progress ten times a second is never quiet.
+        Cancel, the deadline and the lease are looked at on every turn, not only when
+        the child is quiet: a step reporting progress ten times a second is never quiet.
         """
-        cancel_sent = False
         while True:
             if conn.poll(POLL):
                 try:
@@ -191,13 +205,13 @@ class _Watch:
                 self._relay(message[1], message[2])
             elif not child.is_alive() and not conn.poll(0):
                 return None
-            if not cancel_sent and is_cancelled():
+            if abandoned():
+                raise Superseded(f"job {self.plan.job_id}: this run lost its lease")
+            if self.cancelled_at is None and is_cancelled():
                 with contextlib.suppress(OSError):
                     conn.send("cancel")
-                cancel_sent = True
-            if self._overdue():
-                self.timed_out = True
-                return None
+                self.cancelled_at = time.monotonic()
+            self._escalate(child)
 
     def _relay(self, type: EventType, data: dict[str, Any]) -> None:
         if type is EventType.STEP:
@@ -208,19 +222,36 @@ class _Watch:
                 self.running = None
         self.emit(type, data)
 
-    def _overdue(self) -> bool:
+    def _stop_due(self) -> float | None:
+        """When the child must have stopped by: its cancel or its step's deadline, plus grace."""
+        due = []
+        if self.cancelled_at is not None:
+            due.append(self.cancelled_at + STOP_GRACE)
         limit = self.plan.step_timeout
-        return (
-            limit is not None
-            and self.running is not None
-            and time.monotonic() - self.step_started > limit + TIMEOUT_GRACE
-        )
+        if limit is not None and self.running is not None:
+            due.append(self.step_started + limit + STOP_GRACE)
+        return min(due) if due else None
+
+    def _escalate(self, child: Any) -> None:
+        """SIGTERM a child past its due time; SIGKILL it if it is still there ``KILL_GRACE`` on."""
+        now = time.monotonic()
+        if self.terminated_at is not None:
+            if now - self.terminated_at > KILL_GRACE:
+                child.kill()
+            return
+        due = self._stop_due()
+        if due is not None and now >= due:
+            self.timed_out = self.cancelled_at is None
+            self.terminated_at = now
+            child.terminate()
 
     def lost(self, exitcode: int | None, *, stopping: bool = False) -> RunResult:
         """The child ended without a result: fail the running step, skip the rest, clean up."""
         status = JobStatus.INTERRUPTED if stopping else JobStatus.FAILED
         if stopping:
             error = INTERRUPTED
+        elif self.cancelled_at is not None:
+            status, error = JobStatus.CANCELLED, "cancelled by request"
         elif self.timed_out:
             error = (
                 f"step timed out after {self.plan.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT) "
@@ -240,7 +271,10 @@ class _Watch:
             }
             if index == self.running:
                 elapsed = round(time.monotonic() - self.step_started, 3)
-                data.update(status=str(StepStatus.FAILED), elapsed=elapsed, error=error)
+                if status is JobStatus.CANCELLED:  # as the runner says it of a cooperative step
+                    data.update(status=str(StepStatus.SKIPPED), elapsed=elapsed, error="cancelled")
+                else:
+                    data.update(status=str(StepStatus.FAILED), elapsed=elapsed, error=error)
             else:
                 data["status"] = str(StepStatus.SKIPPED)
             self.emit(EventType.STEP, data)
@@ -265,6 +299,9 @@ def _describe_exit(exitcode: int | None) -> str:
 
 def _child_main(plan: RunPlan, conn: Connection) -> None:
     _die_with_parent()
+    # SIGTERM ends the child even inside C code: no Python handler inherited from the
+    # parent (RQ's horse installs one) that would wait for the interpreter to run it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.basicConfig(
         level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

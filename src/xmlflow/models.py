@@ -4,14 +4,32 @@ A job's record is a projection of its event log: :func:`apply_event` is the only
 code that changes a job's status, steps or outputs, and every backend applies it in
 the same transaction that appends the event. So what ``GET /api/jobs/<id>`` says and
 what the stream said can never disagree.
+
+It is also the fence. Each claim of a job starts a new *attempt* (1, 2, ... with
+retries); a run appends its events naming its attempt, and :func:`apply_event`
+refuses (:class:`Superseded`) an event from an attempt that is no longer the job's
+current running one, and any event at all once the job has ended. Because the check
+runs inside the store's transaction, a run declared lost that wakes up later cannot
+add a second ``end``, nor interleave with the run that replaced it.
+
+Event data is bounded here too (:func:`bounded_data`): no event, and so no job record,
+can be larger than ``MAX_EVENT_BYTES``, and text that is not valid Unicode (a lone
+surrogate) is stored with U+FFFD in its place instead of failing the append.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import orjson
+
+from .errors import Conflict
+
+MAX_EVENT_BYTES = 64 * 1024  # an event's data as JSON, at most
 
 
 class JobStatus(StrEnum):
@@ -107,6 +125,7 @@ class Job:
     ended_at: float | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_event_id: int = 0
+    attempt: int = 0  # how many times the job was claimed: the current run's number
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -139,12 +158,40 @@ class Event:
     data: dict[str, Any]
 
 
-def apply_event(job: Job, type: EventType, data: dict[str, Any], now: float) -> None:
-    """Fold one event into the job's record (in place)."""
+class Superseded(Conflict):
+    """An append the store refused: the job has ended, or the run is not its current one.
+
+    The run that gets it has been replaced (declared lost, requeued, or ended by
+    someone else): it must stop at once and leave the job's files alone.
+    """
+
+
+def fence(job: Job, attempt: int | None) -> None:
+    """Refuse any event after ``end``, and a run's event unless it is the running attempt.
+
+    ``attempt`` is None for the store's own decisions (claim, cancel, settling a lost
+    job, recovery), which look at the job's status themselves.
+    """
+    if job.status.finished:
+        raise Superseded(f"job {job.id} has already ended ({job.status})")
+    if attempt is not None and (attempt != job.attempt or job.status is not JobStatus.RUNNING):
+        raise Superseded(
+            f"job {job.id}: attempt {attempt} was superseded "
+            f"(the job is {job.status}, attempt {job.attempt})"
+        )
+
+
+def apply_event(
+    job: Job, type: EventType, data: dict[str, Any], now: float, attempt: int | None = None
+) -> None:
+    """Fold one event into the job's record (in place), after :func:`fence` let it in."""
+    fence(job, attempt)
     if type is EventType.JOB:
         job.status = JobStatus(data["status"])
-        if job.status is JobStatus.RUNNING and job.started_at is None:
-            job.started_at = now
+        if job.status is JobStatus.RUNNING:
+            job.attempt = int(data.get("attempt", job.attempt + 1))
+            if job.started_at is None:
+                job.started_at = now
     elif type is EventType.STEP:
         step = job.steps[data["index"]]
         step.status = StepStatus(data["status"])
@@ -164,3 +211,60 @@ def apply_event(job: Job, type: EventType, data: dict[str, Any], now: float) -> 
             OutputInfo(o["name"], o["size"], o.get("media_type", "application/octet-stream"))
             for o in data.get("outputs", [])
         ]
+
+
+def running_event(job: Job) -> dict[str, Any]:
+    """The data of the event a claim appends: the job runs, as attempt n + 1."""
+    return {"job": job.id, "status": "running", "attempt": job.attempt + 1}
+
+
+def cancelled_end() -> dict[str, Any]:
+    return {"status": "cancelled", "error": "cancelled by request", "outputs": []}
+
+
+# -- bounded event data ------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# (longest string, longest list) tried in turn until the data fits MAX_EVENT_BYTES
+_SHRINK_STEPS = ((4096, 200), (512, 20), (64, 3), (20, 0))
+TRUNCATED_NOTE = f"event data over {MAX_EVENT_BYTES // 1024} KB: long texts and lists were cut"
+
+
+def bounded_data(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as the store keeps it: valid Unicode, and at most ``MAX_EVENT_BYTES`` as JSON.
+
+    A lone surrogate (from a step's message or an exception's text) would make the
+    JSON encoder raise, failing the append and leaving the step ``running``; it becomes
+    U+FFFD. Data too large is shrunk (strings cut with a note, lists cut short) and
+    says so in ``truncated``; a long list a person needs belongs in an output file.
+    """
+    clean: dict[str, Any] = _replace_surrogates(data)
+    if len(orjson.dumps(clean)) <= MAX_EVENT_BYTES:
+        return clean
+    for max_text, max_items in _SHRINK_STEPS:
+        shrunk = {**_shrink(clean, max_text, max_items), "truncated": TRUNCATED_NOTE}
+        if len(orjson.dumps(shrunk)) <= MAX_EVENT_BYTES:
+            return shrunk
+    short = {k: v for k, v in clean.items() if isinstance(v, int | float | bool | None)}
+    return {**short, "truncated": TRUNCATED_NOTE}
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_surrogates(str(k)): _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def _shrink(value: Any, max_text: int, max_items: int) -> Any:
+    if isinstance(value, str) and len(value) > max_text:
+        return f"{value[:max_text]}… [{len(value) - max_text} more characters cut]"
+    if isinstance(value, dict):
+        items = list(value.items())[: max(max_items, 16)]
+        return {k: _shrink(v, max_text, max_items) for k, v in items}
+    if isinstance(value, list):
+        return [_shrink(v, max_text, max_items) for v in value[:max_items]]
+    return value

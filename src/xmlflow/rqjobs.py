@@ -31,12 +31,18 @@ def service() -> Service:
 
 
 def run_job(job_id: str) -> None:
-    """The RQ job: ``execute_job``, with the job's lease renewed while it runs."""
+    """The RQ job: ``execute_job``, with the lease of its attempt renewed while it runs
+    (and its child stopped at once if the lease is lost or refused)."""
     from .backends.redis import RedisStore, lease_kept
 
     svc = service()
-    with lease_kept(cast(RedisStore, svc.store), job_id):
-        execute_job(svc, job_id, start_method="fork")  # the horse lives for this job only
+    store = cast(RedisStore, svc.store)
+    execute_job(
+        svc,
+        job_id,
+        start_method="fork",  # the horse lives for this job only
+        guard=lambda job: lease_kept(store, job.id, job.attempt),
+    )
 
 
 def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:

@@ -6,8 +6,10 @@ it owns the layout of ``XMLFLOW_DATA_DIR``::
     data/xmlflow.db             embedded job store and event log
     data/incoming/              uploads being received (renamed into place when complete)
     data/jobs/<id>/source       the uploaded file, deleted when the job ends
-    data/jobs/<id>/work/        the steps' scratch folder, deleted when the job ends
-    data/jobs/<id>/out/         outputs, kept until the retention period ends
+    data/jobs/<id>/attempt-<n>/ the n-th run's own folder (source link, work/, out/),
+                                deleted when that run ends
+    data/jobs/<id>/out/         outputs of the run that succeeded, moved here from its
+                                attempt folder; kept until the retention period ends
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ class Service:
         if not job_id.isalnum():
             raise NotFound(f"no job {job_id!r}")
         return self.data_dir / "jobs" / job_id
+
+    def attempt_dir(self, job_id: str, attempt: int) -> Path:
+        """The folder of one run of the job: a superseded run writes only there."""
+        return self.job_dir(job_id) / f"attempt-{attempt}"
 
     def incoming_file(self) -> tuple[Path, IO[bytes]]:
         """A new, private file to receive an upload into."""
@@ -159,7 +165,8 @@ class Service:
         job_dir = self.job_dir(job_id)
         with contextlib.suppress(FileNotFoundError):
             (job_dir / "source").unlink()
-        shutil.rmtree(job_dir / "work", ignore_errors=True)
+        for folder in (job_dir / "work", *job_dir.glob("attempt-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -- life cycle -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,6 +31,14 @@ def _kill_mid_job(cluster: Cluster, web: Server) -> tuple[str, Worker, float]:
     return job["id"], doomed, time.monotonic()
 
 
+def _wait_for_files(job_dir: Path, names: list[str]) -> None:
+    """The monitor removes a lost run's files just after it settles the job."""
+    deadline = time.monotonic() + 5
+    while sorted(p.name for p in job_dir.iterdir()) != names:
+        assert time.monotonic() < deadline, sorted(job_dir.iterdir())
+        time.sleep(0.1)
+
+
 def test_killed_worker_fails_its_job_within_a_minute(cluster: Cluster) -> None:
     web = cluster.web()
     job_id, _, killed_at = _kill_mid_job(cluster, web)
@@ -41,6 +50,7 @@ def test_killed_worker_fails_its_job_within_a_minute(cluster: Cluster) -> None:
     assert "worker" in end.data["error"] and "lost" in end.data["error"]
     assert [e.id for e in events] == list(range(1, len(events) + 1))
     assert [e for e in events if e.event == "end"] == [end]
+    _wait_for_files(cluster.root / "data" / "jobs" / job_id, [])  # the monitor removes them
 
 
 def test_killed_worker_job_is_retried_when_asked(cluster: Cluster) -> None:
@@ -54,6 +64,7 @@ def test_killed_worker_job_is_retried_when_asked(cluster: Cluster) -> None:
     assert len(requeued) == 2 and requeued[1].data["retry"] == 1
     assert events[-1].data["status"] == "succeeded"
     assert [e.event for e in events].count("end") == 1
+    _wait_for_files(cluster.root / "data" / "jobs" / job_id, ["out"])  # no attempt-1/
 
 
 def test_job_taken_by_a_worker_that_died_before_starting_it_runs_again(

@@ -32,7 +32,8 @@ class JobStore(Protocol):
         """Newest first; returns one page and the total count."""
 
     def claim(self, job_id: str) -> Job | None:
-        """Atomically move a queued job to running; None if it is not queued any more."""
+        """Atomically move a queued job to running as its next attempt (``Job.attempt``);
+        None if it is not queued any more."""
 
     def cancel(self, job_id: str) -> Job:
         """End a queued job as cancelled, or flag a running one; raises NotFound/Conflict."""
@@ -54,8 +55,14 @@ class JobStore(Protocol):
 class EventLog(Protocol):
     """Append-only events per job, with replay from an id and live follow."""
 
-    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
-        """Append an event and fold it into the job record, atomically."""
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        """Append an event and fold it into the job record, atomically.
+
+        A run passes its ``attempt``; the append raises :class:`~xmlflow.models.Superseded`
+        when that attempt is not the job's running one, or when the job has ended.
+        """
 
     def read(self, job_id: str, after: int = 0) -> list[Event]: ...
 

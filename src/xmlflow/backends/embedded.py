@@ -23,7 +23,16 @@ from typing import Any
 import orjson
 
 from ..errors import Conflict, NotFound
-from ..models import Event, EventType, Job, JobStatus, apply_event
+from ..models import (
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    apply_event,
+    bounded_data,
+    cancelled_end,
+    running_event,
+)
 from ..settings import Settings
 from .base import Backend, following
 
@@ -181,7 +190,7 @@ class SqliteStore:
             job = self._locked_job(db, job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 return None
-            event = self._append(db, job, EventType.JOB, {"job": job_id, "status": "running"})
+            event = self._append(db, job, EventType.JOB, running_event(job))
         self._signals.notify(job_id, event)
         return job
 
@@ -239,12 +248,14 @@ class SqliteStore:
 
     # -- EventLog ----------------------------------------------------------------------------
 
-    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
         with self._transaction() as db:
             job = self._locked_job(db, job_id)
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
-            event = self._append(db, job, type, data)
+            event = self._append(db, job, type, data, attempt)
         self._signals.notify(job_id, event)
         return event
 
@@ -285,9 +296,16 @@ class SqliteStore:
         return _load(row[0]) if row else None
 
     def _append(
-        self, db: sqlite3.Connection, job: Job, type: EventType, data: dict[str, Any]
+        self,
+        db: sqlite3.Connection,
+        job: Job,
+        type: EventType,
+        data: dict[str, Any],
+        attempt: int | None = None,
     ) -> Event:
-        apply_event(job, type, data, time.time())
+        """Fence, fold and insert one event; the caller's transaction makes it atomic."""
+        data = bounded_data(data)
+        apply_event(job, type, data, time.time(), attempt)
         job.last_event_id += 1
         event = Event(job.id, job.last_event_id, type, data)
         db.execute(
@@ -299,10 +317,6 @@ class SqliteStore:
             (str(job.status), job.ended_at, _dump(job), job.id),
         )
         return event
-
-
-def cancelled_end() -> dict[str, Any]:
-    return {"status": "cancelled", "error": "cancelled by request", "outputs": []}
 
 
 def _filters(status: JobStatus | None, pipeline: str | None) -> tuple[str, list[Any]]:

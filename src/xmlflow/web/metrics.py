@@ -127,8 +127,10 @@ class ObservedEventLog:
         self._inner = inner
         self._observe = observe
 
-    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
-        event: Event = self._inner.append(job_id, type, data)
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        event: Event = self._inner.append(job_id, type, data, attempt=attempt)
         self._observe(event)
         return event
 

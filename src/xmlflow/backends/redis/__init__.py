@@ -33,8 +33,10 @@ class RedisEventLog:
         self.store = store
         self.follower = follower
 
-    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
-        return self.store.append(job_id, type, data)
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        return self.store.append(job_id, type, data, attempt=attempt)
 
     def read(self, job_id: str, after: int = 0) -> list[Event]:
         return self.store.read(job_id, after)

@@ -22,7 +22,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,21 +89,35 @@ def worker_name() -> str:
 
 
 @contextmanager
-def lease_kept(store: RedisStore, job_id: str) -> Iterator[None]:
-    """Renew the job's lease while the body runs; dies with this process, which is the point."""
-    stop = threading.Event()
+def lease_kept(store: RedisStore, job_id: str, attempt: int) -> Iterator[Callable[[], bool]]:
+    """Renew the lease of the job's run ``attempt`` while the body runs; yields ``lost()``.
+
+    ``lost()`` turns true once a renewal is refused (the job was settled as lost, ended,
+    or claimed again) or none has succeeded for a whole lease period (Redis away, or this
+    process was paused): from then on another run may own the job, so the caller stops
+    its child at once. The thread dies with this process, which is the point.
+    """
+    stop, refused = threading.Event(), threading.Event()
+    renewed = [time.monotonic()]
 
     def renew() -> None:
         while not stop.wait(store.lease_ttl / 5):
             try:
-                store.renew_lease(job_id)
+                if not store.renew_lease(job_id, attempt):
+                    log.warning("job %s: attempt %d lost its lease; stopping it", job_id, attempt)
+                    refused.set()
+                    return
+                renewed[0] = time.monotonic()
             except Exception as exc:  # Redis away: the lease has room for a short outage
                 log.warning("job %s: could not renew its lease: %s", job_id, exc)
+
+    def lost() -> bool:
+        return refused.is_set() or time.monotonic() - renewed[0] > store.lease_ttl
 
     thread = threading.Thread(target=renew, name=f"xmlflow-lease-{job_id}", daemon=True)
     thread.start()
     try:
-        yield
+        yield lost
     finally:
         stop.set()
 
@@ -154,22 +168,24 @@ class LostJobMonitor:
     def _settle_running(self) -> int:
         settled = 0
         for job_id in self.store.running_without_lease():
-            status = self.store.settle_lost(job_id, self.retries)
-            if status is None:
+            job = self.store.settle_lost(job_id, self.retries)
+            if job is None:
                 continue
             settled += 1
-            log.warning("job %s: its worker was lost; now %s", job_id, status)
-            if status is JobStatus.QUEUED:
+            log.warning("job %s: its worker was lost; now %s", job_id, job.status)
+            job_dir = self.data_dir / "jobs" / job_id
+            shutil.rmtree(job_dir / f"attempt-{job.attempt}", ignore_errors=True)
+            if job.status is JobStatus.QUEUED:
                 self.executor.submit(job_id)
             else:
-                self._discard_files(job_id)
+                self._discard_files(job_dir)
         return settled
 
-    def _discard_files(self, job_id: str) -> None:
-        job_dir = self.data_dir / "jobs" / job_id
+    def _discard_files(self, job_dir: Path) -> None:
+        """What an ended job no longer needs: its source, scratch, unpublished outputs."""
         (job_dir / "source").unlink(missing_ok=True)
-        for sub in ("work", "out"):
-            shutil.rmtree(job_dir / sub, ignore_errors=True)
+        for folder in (job_dir / "work", job_dir / "out", *job_dir.glob("attempt-*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that lost Redis starts again: first, most

@@ -3,8 +3,8 @@
 One place to read the whole data model::
 
     xmlflow:job:<id>          hash   doc (the Job as JSON), status, cancel, attempts, nonce
-    xmlflow:events:<id>       stream one entry per event, entry id "<Event.id>-0"
-    xmlflow:lease:<id>        string set while a live process runs the job (expires)
+    xmlflow:events:<id>       stream one entry per event, entry id "<Event.id>-0"; never trimmed
+    xmlflow:lease:<id>        string the running attempt's number, while its process lives (expires)
     xmlflow:jobs              zset   every job, by creation time
     xmlflow:jobs:<status>     zset   jobs in one status, by creation time
     xmlflow:ended             zset   finished jobs, by end time (the retention sweep reads it)

@@ -10,6 +10,12 @@ are atomic across every process.
 Redis going away for a moment (a restart) is waited out for up to ``OUTAGE_GRACE``
 seconds. A retried ``EXEC`` whose first attempt did land is recognised by the
 change's random ``nonce`` stored in the same transaction, so no event is doubled.
+
+Fencing (see :mod:`xmlflow.models`): appends name their run's attempt, and
+``apply_event`` refuses a stale attempt's event, or any event after ``end``, inside the
+``WATCH``; the lease holds the attempt number, so a superseded run cannot renew it.
+Every event of a job is kept until the job's retention ends (no stream trimming): a
+replay from the start always has the start.
 """
 
 from __future__ import annotations
@@ -26,13 +32,21 @@ import orjson
 import redis
 
 from ...errors import BackendUnavailable, Conflict, NotFound
-from ...models import Event, EventType, Job, JobStatus, apply_event
+from ...models import (
+    Event,
+    EventType,
+    Job,
+    JobStatus,
+    apply_event,
+    bounded_data,
+    cancelled_end,
+    running_event,
+)
 from .keys import Keys, event_id, stream_id
 
 log = logging.getLogger(__name__)
 
 OUTAGE_GRACE = 30.0  # seconds a write waits for Redis to come back before giving up
-STREAM_MAXLEN = 10_000  # events kept per job (approximately): a cap, not a window
 # Redis cannot serve us right now, and will again: unreachable or slow (a restart, a
 # pause), out of memory under ``noeviction`` (OOM), a replica (READONLY), or loading its
 # data (LOADING, a ConnectionError). A write refused for one of these is retried or
@@ -55,11 +69,12 @@ class Change:
     leased: bool
     events: list[Event] = field(default_factory=list)
     fields: dict[str, str | int] = field(default_factory=dict)
-    lease_owner: str | None = None
-    replayed: bool = False  # the change had already been applied by an earlier attempt
+    lease: int | None = None  # the attempt to hold the job's lease, set by a claim
+    replayed: bool = False  # the change had already been applied by an earlier try
 
-    def append(self, type: EventType, data: dict[str, Any]) -> Event:
-        apply_event(self.job, type, data, time.time())
+    def append(self, type: EventType, data: dict[str, Any], attempt: int | None = None) -> Event:
+        data = bounded_data(data)
+        apply_event(self.job, type, data, time.time(), attempt)
         self.job.last_event_id += 1
         event = Event(self.job.id, self.job.last_event_id, type, data)
         self.events.append(event)
@@ -115,12 +130,12 @@ class RedisStore:
             ]
         return jobs[offset : offset + limit], len(jobs)
 
-    def claim(self, job_id: str, owner: str = "") -> Job | None:
+    def claim(self, job_id: str) -> Job | None:
         def decide(c: Change) -> bool:
             if c.job.status is not JobStatus.QUEUED:
                 return False
-            c.append(EventType.JOB, {"job": job_id, "status": "running"})
-            c.lease_owner = owner or "worker"
+            c.append(EventType.JOB, running_event(c.job))
+            c.lease = c.job.attempt
             return True
 
         change = self._transact(job_id, decide)
@@ -179,8 +194,10 @@ class RedisStore:
 
     # -- EventLog: append and replay -----------------------------------------------------------
 
-    def append(self, job_id: str, type: EventType, data: dict[str, Any]) -> Event:
-        change = self._transact(job_id, lambda c: bool(c.append(type, data)))
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        change = self._transact(job_id, lambda c: bool(c.append(type, data, attempt)))
         if change is None:
             raise NotFound(f"no job {job_id!r}")
         if change.replayed:
@@ -194,9 +211,13 @@ class RedisStore:
 
     # -- leases: which running jobs still have a live process ----------------------------------
 
-    def renew_lease(self, job_id: str) -> None:
-        """Called every few seconds by the process running the job; a no-op before ``claim``."""
-        self.r.expire(Keys.lease.format(job_id), int(self.lease_ttl))
+    def renew_lease(self, job_id: str, attempt: int) -> bool:
+        """Extend the lease of the job's run ``attempt``; False if that run no longer holds it
+        (it expired, the job ended, or a later attempt claimed the job): stop the run."""
+        renewed = self.r.eval(
+            RENEW_LEASE, 1, Keys.lease.format(job_id), str(attempt), int(self.lease_ttl * 1000)
+        )
+        return bool(renewed)
 
     def running_without_lease(self) -> list[str]:
         with _available():
@@ -207,10 +228,11 @@ class RedisStore:
             alive = pipe.execute()
         return [i for i, up in zip(ids, alive, strict=True) if not up]
 
-    def settle_lost(self, job_id: str, retries: int) -> JobStatus | None:
+    def settle_lost(self, job_id: str, retries: int) -> Job | None:
         """End (or requeue, while retries are left) a running job whose lease has expired.
 
-        Returns the job's new status, or None when it was not lost after all.
+        Returns the job as settled (its ``attempt`` is the lost run's), or None when it
+        was not lost after all.
         """
 
         def decide(c: Change) -> bool:
@@ -227,7 +249,7 @@ class RedisStore:
             return True
 
         change = self._transact(job_id, decide)
-        return change.job.status if change and change.events else None
+        return change.job if change and change.events else None
 
     def try_lock(self, key: str, seconds: float) -> bool:
         with _available():
@@ -278,13 +300,8 @@ class RedisStore:
         """Queue the writes of one change on a ``MULTI`` pipeline."""
         job, key, events = c.job, Keys.job.format(c.job.id), Keys.events.format(c.job.id)
         for event in c.events:
-            pipe.xadd(
-                events,
-                {"t": str(event.type), "d": orjson.dumps(event.data)},
-                id=stream_id(event.id),
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
+            entry = {"t": str(event.type), "d": orjson.dumps(event.data)}
+            pipe.xadd(events, entry, id=stream_id(event.id))
         pipe.hset(
             key,
             mapping={
@@ -298,8 +315,8 @@ class RedisStore:
             if old_status is not None:
                 pipe.zrem(Keys.by_status.format(old_status), job.id)
             pipe.zadd(Keys.by_status.format(job.status), {job.id: job.created_at})
-        if c.lease_owner is not None:
-            pipe.set(Keys.lease.format(job.id), c.lease_owner, ex=int(self.lease_ttl))
+        if c.lease is not None:
+            pipe.set(Keys.lease.format(job.id), str(c.lease), px=int(self.lease_ttl * 1000))
         if job.status.finished:
             self._retire(pipe, job)
 
@@ -319,10 +336,13 @@ class RedisStore:
 
 
 LOST = "the worker running this job was lost (killed or crashed); upload the file again"
-
-
-def cancelled_end() -> dict[str, Any]:
-    return {"status": "cancelled", "error": "cancelled by request", "outputs": []}
+# Extend the lease only if it still names the caller's attempt (compare and expire, atomic).
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 
 
 def to_event(job_id: str, entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
