@@ -1,9 +1,10 @@
 """Files a killed process left in the data folder, and which of them are safe to remove.
 
 A process killed with ``kill -9`` runs no cleanup, so three kinds of file outlive it:
-an upload being received (``incoming/*.part``), an output being written
-(``jobs/<id>/out/.partial-*.tmp``), and a job folder whose record was never written
-(killed, or the store refused the record, between the rename and the record).
+an upload being received (``incoming/*.part``), the folder of a run with its
+half-written outputs (``jobs/<id>/attempt-<n>/``, ``.partial-*.tmp`` files), and a job
+folder whose record was never written (killed, or the store refused the record,
+between the rename and the record).
 
 In embedded mode the process starting up holds the data folder's lock: no one else
 writes there, so every such file is a leftover. In Redis mode several web processes
@@ -13,8 +14,8 @@ live process:
 - an incoming file when no process holds its ``flock`` (the receiving request holds
   it until it ends; the kernel drops it when the process dies) *and* it is older than
   :data:`STALE_AFTER` (which covers the instant between creating and locking it);
-- a partial output when its job is not running, and the file is older than the moment
-  that was read (a later attempt of the job writes files that are newer);
+- a run's folder or partial output when its job is not running, and it is older than
+  the moment that was read (a later attempt of the job makes newer ones);
 - a job folder without a job record when it is older than :data:`STALE_AFTER` (a
   submission writes the record within a Redis timeout of making the folder).
 """
@@ -35,7 +36,9 @@ from .models import JobStatus
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 120.0  # seconds; longer than any Redis timeout a live submission waits
-PARTIALS = ("out/.partial-*.tmp", "work/.partial-*.tmp")  # what Context.open_output writes
+# a run's own folder, and what Context.open_output writes (in a run's folder, or before
+# runs had folders, in the job's)
+RUN_FILES = ("attempt-*", "out/.partial-*.tmp", "work/.partial-*.tmp")
 
 
 def hold(path: Path) -> IO[bytes]:
@@ -74,7 +77,7 @@ def _incoming(folder: Path, cutoff: float) -> int:
 
 
 def _job_leftovers(job_dir: Path, store: JobStore, cutoff: float) -> int:
-    partials = [p for pattern in PARTIALS for p in job_dir.glob(pattern)]
+    leftovers = [p for pattern in RUN_FILES for p in job_dir.glob(pattern)]
     read_at = time.time()
     job = store.get(job_dir.name) if job_dir.name.isalnum() else None
     if job is None:
@@ -84,9 +87,12 @@ def _job_leftovers(job_dir: Path, store: JobStore, cutoff: float) -> int:
         return 1
     if job.status is JobStatus.RUNNING:
         return 0
-    stale = [p for p in partials if _mtime(p) < read_at]
+    stale = [p for p in leftovers if _mtime(p) < read_at]
     for path in stale:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(stale)
 
 
