@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ..robustness.test_leftovers import start_slow_upload, wait_for
+from ..robustness.test_leftovers import kill_mid_upload
 from .conftest import Cluster
 
 pytestmark = pytest.mark.redis
@@ -20,13 +20,7 @@ def test_redis_mode_removes_an_upload_no_live_process_holds(cluster: Cluster) ->
     from xmlflow.leftovers import STALE_AFTER
 
     web = cluster.web()
-    thread, stop = start_slow_upload(web.url)
-    incoming = web.data_dir / "incoming"
-    [part] = wait_for(lambda: incoming.glob("*.part"))
-    web.kill()
-    stop.set()
-    thread.join(10)
-
+    part = kill_mid_upload(web)
     web.start()  # too fresh to be sure: kept
     assert part.exists()
     old = time.time() - STALE_AFTER - 1

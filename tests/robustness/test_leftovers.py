@@ -80,17 +80,21 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
-def test_upload_cut_by_kill_9_is_removed_at_restart(server: Server) -> None:
+def kill_mid_upload(server: Server) -> Path:
+    """kill -9 the server while it receives a slow upload; the file it leaves."""
     thread, stop = start_slow_upload(server.url)
-    incoming = server.data_dir / "incoming"
-    [part] = wait_for(lambda: incoming.glob("*.part"))
+    [part] = wait_for(lambda: (server.data_dir / "incoming").glob("*.part"))
     server.kill()
     stop.set()
     thread.join(10)
     assert part.exists() and part.stat().st_size > 0  # what kill -9 leaves
+    return part
 
+
+def test_upload_cut_by_kill_9_is_removed_at_restart(server: Server) -> None:
+    kill_mid_upload(server)
     server.start()
-    assert list(incoming.iterdir()) == []
+    assert list((server.data_dir / "incoming").iterdir()) == []
     (job,) = server.upload(("b.xml", b"<b/>"))  # and the server works as before
     assert server.events(job["id"])[-1].data["status"] == "succeeded"
 
