@@ -21,6 +21,7 @@ from xmlflow.models import (
     StepSpec,
     StepStatus,
     Superseded,
+    bounded_data,
 )
 
 SPECS = [StepSpec("process_xml", "Convert", "run_xml_processing_step")]
@@ -192,3 +193,26 @@ def test_a_stale_attempt_and_anything_after_end_are_refused(store: SqliteStore) 
 
 def test_event_data_is_valid_unicode_and_bounded(store: SqliteStore) -> None:
     check_bounded_events(store)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {
+            "index": 0,
+            "status": "failed",
+            "errors": [{"line": i, "text": "x" * 80} for i in range(10**5)],
+        },
+        {"index": 0, "message": {str(i): "y" * 50 for i in range(10**5)}},
+        {"index": 0, "status": "failed", "nested": [[["z" * 1000] * 100] * 100] * 10},
+    ],
+    ids=["long-list", "many-keys", "nested"],
+)
+def test_any_event_data_is_cut_to_the_cap_keeping_what_the_record_needs(
+    data: dict[str, Any],
+) -> None:
+    bounded = bounded_data(data)
+    assert len(orjson.dumps(bounded)) <= MAX_EVENT_BYTES
+    assert bounded["truncated"] == TRUNCATED_NOTE and bounded["index"] == 0
+    assert bounded.get("status") == data.get("status")
+    assert bounded_data({"index": 1, "message": "short"}) == {"index": 1, "message": "short"}

@@ -106,12 +106,12 @@ def _plan(service: Service, job: Job, run_dir: Path) -> RunPlan:
 
 
 def _finish(service: Service, job: Job, run_dir: Path, result: RunResult, lost: Lost) -> None:
-    """Publish a success's outputs, then append ``end``; either is refused to a stale run."""
+    """Drop the source, publish a success's outputs, append ``end``: each only while this run
+    is still the job's current one, so a client that sees ``end`` finds the files final."""
     job_dir = service.job_dir(job.id)
-    published = False
-    if result.status is JobStatus.SUCCEEDED:
-        _still_current(service, job, lost)
-        published = _publish(run_dir / "out", job_dir / "out")
+    _still_current(service, job, lost)
+    (job_dir / "source").unlink(missing_ok=True)
+    published = result.status is JobStatus.SUCCEEDED and _publish(run_dir / "out", job_dir / "out")
     try:
         end = end_event(job.id, result)
         service.events.append(job.id, EventType.END, end, attempt=job.attempt)
@@ -119,7 +119,6 @@ def _finish(service: Service, job: Job, run_dir: Path, result: RunResult, lost: 
         if published:  # replaced between the check and the end: take them back
             shutil.rmtree(job_dir / "out", ignore_errors=True)
         raise
-    (job_dir / "source").unlink(missing_ok=True)
 
 
 def _still_current(service: Service, job: Job, lost: Lost) -> None:

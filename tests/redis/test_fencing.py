@@ -230,3 +230,29 @@ def test_with_a_retry_the_two_runs_never_interleave(pausable: Cluster) -> None:
     job_dir = pausable.root / "data" / "jobs" / job_id
     assert sorted(p.name for p in job_dir.iterdir()) == ["out"]
     assert [p.name for p in (job_dir / "out").iterdir()] == [output["name"]]
+
+
+def test_redis_paused_past_the_lease_still_ends_the_job_once(pausable: Cluster) -> None:
+    """Redis SIGSTOPped longer than the lease: the run cannot renew it, so when Redis is
+    back the run stops itself, the job is settled as lost, and nothing follows its end."""
+    web = pausable.web()
+    worker = pausable.worker()
+    [job] = web.upload(("a.xml", b"<a>text</a>"), pipeline="pausable")
+    job_id = job["id"]
+    _wait_until(web, job_id, lambda j: j["steps"][0]["fraction"] is not None)
+    assert pausable.redis.proc
+    pausable.redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(LEASE * 2)
+    finally:
+        pausable.redis.proc.send_signal(signal.SIGCONT)
+    ended = _wait_until(web, job_id, lambda j: j["status"] != "running", timeout=LEASE * 5)
+    _wait_for_stale_run_to_go(worker)
+
+    assert ended["status"] == "failed" and "lost" in ended["error"]
+    replayed = web.events(job_id)
+    _assert_one_end_last(replayed)
+    assert replayed == _store_events(pausable, job_id)
+    assert web.job(job_id)["last_event_id"] == replayed[-1].id
+    job_dir = pausable.root / "data" / "jobs" / job_id
+    assert not job_dir.exists() or list(job_dir.iterdir()) == []
