@@ -4,6 +4,7 @@ half-written outputs (embedded mode: everything; Redis mode: what no live proces
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from ..conftest import Server, write_config
+from ..redis.test_chaos import descendants, signal_all
 
 SLOW_WRITE = """
     import time
@@ -103,8 +105,13 @@ def test_output_cut_by_kill_9_is_removed_at_restart(server: Server) -> None:
     (job,) = server.upload(("a.xml", b"<a/>"), pipeline="slow_write")
     job_dir = server.data_dir / "jobs" / job["id"]
     [partial] = wait_for(lambda: job_dir.rglob(".partial-*.tmp"))
+    assert server.proc
+    helpers = descendants(server.proc.pid)
     server.kill()
     time.sleep(0.2)  # the job's process dies with the server (PR_SET_PDEATHSIG)
+    # multiprocessing's forkserver and resource tracker outlive a kill -9 (idle, no
+    # files): end them here so that the suite leaves no process behind
+    signal_all(helpers, signal.SIGKILL)
     assert partial.exists()
 
     server.start()
