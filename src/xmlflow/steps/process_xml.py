@@ -11,7 +11,8 @@ from typing import BinaryIO, cast
 
 from xmlflow.errors import JobCancelled
 from xmlflow.step import StepContext
-from xmlflow.xml import ConvertOptions, convert_file
+from xmlflow.xml import ConvertOptions
+from xmlflow.xml.native import convert_file, native_module
 
 __all__ = ["run_xml_processing_step"]
 
@@ -19,8 +20,12 @@ SUFFIX = {"json": ".json", "jsonl": ".jsonl", "split": ".zip"}
 
 
 def check_options(ctx: StepContext) -> None:
-    """At start-up: the conversion options are valid (unknown keys, bad values)."""
+    """At start-up: the conversion options are valid (unknown keys, bad values).
+
+    Also loads the native core once, so that its absence is said at start-up.
+    """
     ConvertOptions.from_dict(ctx.options, base_dir=ctx.config_dir)
+    native_module()
 
 
 def run_xml_processing_step(ctx: StepContext) -> None:

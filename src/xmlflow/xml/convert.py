@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,20 +32,10 @@ from xmlflow.xml.parser import (
 )
 from xmlflow.xml.records import peek_repeated_child
 from xmlflow.xml.sinks import JsonDocumentSink, JsonLinesSink, RecordSink, ZipSink
+from xmlflow.xml.stats import ConvertStats
 from xmlflow.xml.tree import DROP, TreeConverter
 
 __all__ = ["ConvertStats", "convert_file"]
-
-
-@dataclass
-class ConvertStats:
-    """What one conversion did."""
-
-    bytes_in: int = 0
-    records: int = 0
-    elements: int = 0
-    skipped: int = 0
-    """Elements beside the records that ``jsonl``/``split`` leave out."""
 
 
 def convert_file(

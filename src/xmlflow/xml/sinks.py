@@ -5,17 +5,15 @@ Every sink writes as records arrive, so memory holds one record, never the outpu
 
 from __future__ import annotations
 
-import tempfile
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from xmlflow.xml.spool import Group
 from xmlflow.xml.tree import DROP, TreeConverter
 from xmlflow.xml.zipstream import ZipWriter
 
 __all__ = ["JsonDocumentSink", "JsonLinesSink", "RecordSink", "ZipSink"]
-
-SPOOL_IN_MEMORY = 1 << 20
 
 
 class RecordSink(Protocol):
@@ -49,37 +47,19 @@ class ZipSink:
         self.count = 0
 
     def add(self, name: str, value: Any, forced: bool = False) -> None:
+        self.add_encoded(name, 1, orjson.dumps(value))
+
+    def add_encoded(self, name: str, count: int, data: bytes) -> None:
+        """One record already in JSON (the native path's); ``count`` is always 1 here."""
         self.count += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
-        self.zip.add(f"{self.count:06d}-{safe}.json", orjson.dumps(value))
+        self.zip.add(f"{self.count:06d}-{safe}.json", data)
 
     def finish(self, root: Any) -> None:
         self.zip.close()
 
     def abort(self) -> None:
         self.zip.abort()
-
-
-class _Group:
-    """Values of one key under the root, spooled to a temporary file in document order."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.spool: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
-
-    def add(self, data: bytes) -> None:
-        if self.count:
-            self.spool.write(b",")
-        self.spool.write(data)
-        self.count += 1
-
-    def copy_to(self, out: BinaryIO, as_list: bool) -> None:
-        self.spool.seek(0)
-        out.write(b"[" if as_list else b"")
-        while chunk := self.spool.read(SPOOL_IN_MEMORY):
-            out.write(chunk)
-        out.write(b"]" if as_list else b"")
-        self.spool.close()
 
 
 class JsonDocumentSink:
@@ -99,7 +79,7 @@ class JsonDocumentSink:
         self.first: str | None = None
         self.pending: bytes | None = None
         self.streaming = False
-        self.groups: dict[str, _Group] = {}
+        self.groups: dict[str, Group] = {}
         self.forced: set[str] = set()
         self.text: list[str] = []
         self.root: Any = None
@@ -113,7 +93,7 @@ class JsonDocumentSink:
         if name != self.first:
             group = self.groups.get(name)
             if group is None:
-                group = self.groups[name] = _Group()
+                group = self.groups[name] = Group()
             group.add(data)
         elif self.streaming:
             self.out.write(b"," + data)
