@@ -48,9 +48,7 @@ typedef struct {
     size_t len, cap;
 } Buf;
 
-static int buf_reserve(Buf *b, size_t extra) {
-    if (b->len + extra <= b->cap)
-        return 0;
+static int buf_grow(Buf *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra)
         cap *= 2;
@@ -62,7 +60,11 @@ static int buf_reserve(Buf *b, size_t extra) {
     return 0;
 }
 
-static int buf_put(Buf *b, const char *s, size_t n) {
+static inline int buf_reserve(Buf *b, size_t extra) {
+    return b->len + extra <= b->cap ? 0 : buf_grow(b, extra);
+}
+
+static inline int buf_put(Buf *b, const char *s, size_t n) {
     if (buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->p + b->len, s, n);
@@ -70,7 +72,12 @@ static int buf_put(Buf *b, const char *s, size_t n) {
     return 0;
 }
 
-static int buf_byte(Buf *b, char c) { return buf_put(b, &c, 1); }
+static inline int buf_byte(Buf *b, char c) {
+    if (buf_reserve(b, 1) < 0)
+        return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
 
 static void buf_free(Buf *b) {
     PyMem_RawFree(b->p);
@@ -88,6 +95,13 @@ static void buf_trim(Buf *b, size_t keep) {
 /* -- JSON strings and Python's str.strip() on UTF-8 ------------------------------- */
 
 static const char HEX[] = "0123456789abcdef";
+static unsigned char ESCAPED[256]; /* 1 for the bytes JSON strings escape */
+
+static void init_escaped(void) {
+    for (int c = 0; c < 0x20; c++)
+        ESCAPED[c] = 1;
+    ESCAPED['"'] = ESCAPED['\\'] = 1;
+}
 
 /* Write `s` as a JSON string the way orjson does: only '"', '\\' and C0 escaped. */
 static int put_json_string(Buf *b, const char *s, size_t n) {
@@ -96,7 +110,7 @@ static int put_json_string(Buf *b, const char *s, size_t n) {
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (!ESCAPED[c])
             continue;
         if (buf_put(b, s + start, i - start) < 0)
             return -1;
@@ -1005,6 +1019,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
+    init_escaped();
     capi = PyCapsule_Import(PyExpat_CAPSULE_NAME, 0);
     if (capi == NULL)
         return NULL;
