@@ -43,12 +43,15 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/xml_throughput.py
 
 # The native tests once under AddressSanitizer (+UBSan) on the shared corpus, then the
-# normal build again. CPython itself is not instrumented: libasan is preloaded.
+# normal build again. CPython itself is not instrumented: libasan is preloaded. The
+# tests that go through job processes are left out: a job's address-space limit
+# leaves no room for ASan's shadow memory (the same C code runs in-process here).
 test-native-asan: $(VENV)/.installed-test
 	XMLFLOW_NATIVE_ASAN=1 XMLFLOW_NATIVE_REQUIRED=1 $(BIN)/pip install --quiet --no-deps -e .
-	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 XMLFLOW_NATIVE_ASAN=1 \
-		$(BIN)/pytest -q -p no:cacheprovider tests/test_native.py tests/test_native_corpus.py; \
+		$(BIN)/pytest -q -p no:cacheprovider -k "not xmlflow_run and not server and not http" \
+		tests/test_native.py tests/test_native_corpus.py; \
 		status=$$?; $(BIN)/pip install --quiet --no-deps -e .; exit $$status
 
 clean:

@@ -65,6 +65,8 @@ static inline int buf_reserve(Buf *b, size_t extra) {
 }
 
 static inline int buf_put(Buf *b, const char *s, size_t n) {
+    if (n == 0)
+        return 0; /* memcpy to a still-NULL buffer is undefined even for 0 bytes */
     if (buf_reserve(b, n) < 0)
         return -1;
     memcpy(b->p + b->len, s, n);
