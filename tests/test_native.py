@@ -448,3 +448,13 @@ def server_download(server: Server, job_id: str, name: str) -> bytes:
     response = httpx.get(f"{server.url}/api/jobs/{job_id}/outputs/{name}", timeout=30)
     assert response.status_code == 200, response.text
     return response.content
+
+
+@pytest.mark.parametrize("mode", ["json", "jsonl"])
+def test_encoding_expat_lacks_goes_to_the_python_path(tmp_path: Path, mode: str) -> None:
+    text = '<?xml version="1.0" encoding="Shift_JIS"?><r><a>\u65e5\u672c</a><a>2</a></r>'
+    path = _write(tmp_path, text.encode("shift_jis"))
+    out = io.BytesIO()
+    native.convert_file(path, out, ConvertOptions.from_dict({"mode": mode}))
+    assert out.getvalue() == run_python(path, mode=mode)
+    assert "\u65e5\u672c".encode() in out.getvalue()

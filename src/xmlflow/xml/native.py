@@ -50,6 +50,7 @@ MAX_ATTRIBUTES = 10_000
 MAX_NAME = 50_000
 MAX_TEXT = 10_000_000
 
+UNKNOWN_ENCODING = "unknown encoding"  # expat's XML_ERROR_UNKNOWN_ENCODING message
 _MODES = {"json": 0, "jsonl": 1, "split": 2}
 _PEEK = 3
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
@@ -122,13 +123,21 @@ def convert_file(
 ) -> Any:
     """Convert ``src`` to JSON on ``out``, natively when possible (see the module doc)."""
     native = native_module()
-    if native is None or unsupported(options) is not None:
-        from xmlflow.xml.convert import convert_file as python_convert_file
+    if native is not None and unsupported(options) is None:
+        try:
+            return _NativeRun(native, Path(src), out, options).run(on_progress, is_cancelled)
+        except _ExpatCannotDecode:
+            log.info("%s: an encoding expat lacks; converting with the Python path", src)
+    from xmlflow.xml.convert import convert_file as python_convert_file
 
-        return python_convert_file(
-            src, out, options, on_progress=on_progress, is_cancelled=is_cancelled
-        )
-    return _NativeRun(native, Path(src), out, options).run(on_progress, is_cancelled)
+    return python_convert_file(
+        src, out, options, on_progress=on_progress, is_cancelled=is_cancelled
+    )
+
+
+class _ExpatCannotDecode(Exception):
+    """The document declares a multi-byte encoding expat cannot read (Shift_JIS, GB2312,
+    Big5...), which libxml2 can: raised before any output is written."""
 
 
 class _NativeRun:
@@ -138,6 +147,7 @@ class _NativeRun:
         self.native = native
         self.src = src
         self.o = o
+        self.routed = False
         tag = self._peek() if o.mode != "json" and o.record_path is None else None
         self.converter = self._converter(_MODES[o.mode], record_tag=tag)
         self.sink: Any = self._sink(out)
@@ -184,6 +194,8 @@ class _NativeRun:
             return feed(data, final)
         except self.native.ParseError as exc:
             reason, line, column = exc.args
+            if reason == UNKNOWN_ENCODING and not self.routed:
+                raise _ExpatCannotDecode from None
             raise XmlError(reason, line=line, column=column, filename=self.src.name) from None
 
     def run(
@@ -213,6 +225,7 @@ class _NativeRun:
 
     def _route(self, segments: Iterable[tuple[bytes, int, bytes]]) -> None:
         for name, count, data in segments:
+            self.routed = True
             self.sink.add_encoded(name.decode(), count, data)
 
     def _stats(self, consumed: int, on_progress: Callable[[int, int], None] | None) -> Any:
