@@ -458,3 +458,9 @@ def test_encoding_expat_lacks_goes_to_the_python_path(tmp_path: Path, mode: str)
     native.convert_file(path, out, ConvertOptions.from_dict({"mode": mode}))
     assert out.getvalue() == run_python(path, mode=mode)
     assert "\u65e5\u672c".encode() in out.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["json", "jsonl"])
+def test_empty_document_says_so(tmp_path: Path, mode: str) -> None:
+    with pytest.raises(XmlError, match="line 1, column 1: the document is empty"):
+        run_native(_write(tmp_path, b""), mode=mode)

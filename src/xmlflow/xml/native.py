@@ -50,7 +50,8 @@ MAX_ATTRIBUTES = 10_000
 MAX_NAME = 50_000
 MAX_TEXT = 10_000_000
 
-UNKNOWN_ENCODING = "unknown encoding"  # expat's XML_ERROR_UNKNOWN_ENCODING message
+UNKNOWN_ENCODING = "unknown encoding"  # expat's messages for XML_ERROR_UNKNOWN_ENCODING
+NO_ELEMENT = "no element found"  # and XML_ERROR_NO_ELEMENTS
 _MODES = {"json": 0, "jsonl": 1, "split": 2}
 _PEEK = 3
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
@@ -177,7 +178,7 @@ class _NativeRun:
         peek = self._converter(_PEEK)
         with open(self.src, "rb") as f:
             head = f.read(PEEK_BYTES)
-        self._call(peek.feed, head, len(head) < PEEK_BYTES)
+        self._call(peek, head, len(head) < PEEK_BYTES)
         return peek.peeked()  # type: ignore[no-any-return]
 
     def _sink(self, out: BinaryIO) -> Any:
@@ -189,13 +190,15 @@ class _NativeRun:
 
         return ZipSink(out)
 
-    def _call(self, feed: Callable[..., Any], data: bytes, final: bool) -> Any:
+    def _call(self, converter: Any, data: bytes, final: bool) -> Any:
         try:
-            return feed(data, final)
+            return converter.feed(data, final)
         except self.native.ParseError as exc:
             reason, line, column = exc.args
             if reason == UNKNOWN_ENCODING and not self.routed:
                 raise _ExpatCannotDecode from None
+            if reason == NO_ELEMENT and converter.stats()[1] == 0:
+                reason = "the document is empty (no root element)"
             raise XmlError(reason, line=line, column=column, filename=self.src.name) from None
 
     def run(
@@ -209,7 +212,7 @@ class _NativeRun:
                 while True:
                     chunk = f.read(CHUNK_SIZE)
                     consumed += len(chunk)
-                    self._route(self._call(self.converter.feed, chunk, not chunk))
+                    self._route(self._call(self.converter, chunk, not chunk))
                     if not chunk:
                         break
                     if is_cancelled is not None and is_cancelled():
