@@ -17,7 +17,8 @@
  *
  * Safety: no external entity handler (expat then skips external entities and never
  * reads a DTD), parameter entities are never parsed, expat's amplification limits
- * are on (2.4.1+), and on top of them text plus attribute values may not exceed
+ * are on (2.4.1+), and on top of them, in a document whose DTD declares entities or
+ * attribute defaults, text plus attribute values plus element names may not exceed
  * EXPANSION_FACTOR times the input read so far plus EXPANSION_SLACK bytes. Depth,
  * attributes per element, name length and text size have the Python path's limits.
  * Handlers never call into Python; an error switches the handlers off and is
@@ -272,7 +273,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     XML_Parser parser;
-    int mode, strip_text, drop_empty, stopped;
+    int mode, strip_text, drop_empty, stopped, disable_entities, counting;
     Py_ssize_t max_depth, max_attributes, max_name, max_text;
     /* options */
     Buf attr_prefix, text_key;
@@ -335,11 +336,15 @@ static int count_name(Converter *c, const char *name, size_t n) {
     return -1;
 }
 
+/* Only documents with an internal DTD subset declaring entities or attribute defaults
+ * can produce more than they read, so only theirs is counted (see on_default). */
 static int account(Converter *c, size_t n) {
+    if (!c->counting)
+        return 0;
     c->produced += n;
     if (c->produced <= EXPANSION_FACTOR * c->fed + EXPANSION_SLACK)
         return 0;
-    fail(c, "entity expansion limit exceeded (text and attributes grow far beyond the input)");
+    fail(c, "entity expansion limit exceeded (entities expand too much)");
     return -1;
 }
 
@@ -673,7 +678,8 @@ static void peek_start(Converter *c, const char *name, size_t n) {
 static void XMLCALL on_start(void *data, const XML_Char *name, const XML_Char **atts) {
     Converter *c = data;
     size_t n = strlen(name);
-    c->elements++;
+    if (c->elements++ == 0)
+        capi->SetDefaultHandlerExpand(c->parser, NULL);
     if (++c->depth > c->max_depth) {
         snprintf(c->error_buf, sizeof c->error_buf, "elements nested deeper than %zd levels",
                  c->max_depth);
@@ -762,11 +768,17 @@ static void XMLCALL on_text(void *data, const XML_Char *s, int len) {
         out_of_memory(c);
 }
 
-/* Only with disable_entities: the declarations expat has no handler for come here. */
+/* The prolog's markup (no other handler takes it): entity and attribute-list
+ * declarations turn expansion counting on, or fail with disable_entities. Removed at
+ * the root's start tag, so content never comes here. */
 static void XMLCALL on_default(void *data, const XML_Char *s, int len) {
     Converter *c = data;
-    if (len >= 8 && !memcmp(s, "<!ENTITY", 8))
-        fail(c, "entities are disabled: the document declares an entity");
+    int entity = len >= 8 && !memcmp(s, "<!ENTITY", 8);
+    if (entity && c->disable_entities)
+        return fail(c, "the document declares an entity (entities are disabled: option "
+                       "'disable_entities')");
+    if (entity || (len >= 9 && !memcmp(s, "<!ATTLIST", 9)))
+        c->counting = 1;
 }
 
 /* -- the Python type ------------------------------------------------------------------ */
@@ -851,8 +863,8 @@ static int Converter_init(Converter *c, PyObject *args, PyObject *kwds) {
     c->text_sym = (uint32_t)s;
     if (make_parser(c, encoding) < 0)
         return -1;
-    if (disable_entities)
-        capi->SetDefaultHandlerExpand(c->parser, on_default);
+    c->disable_entities = disable_entities;
+    capi->SetDefaultHandlerExpand(c->parser, on_default);
     return 0;
 }
 

@@ -52,6 +52,10 @@ MAX_TEXT = 10_000_000
 
 UNKNOWN_ENCODING = "unknown encoding"  # expat's messages for XML_ERROR_UNKNOWN_ENCODING
 NO_ELEMENT = "no element found"  # and XML_ERROR_NO_ELEMENTS
+_FRIENDLY = [  # expat's words, as the Python path (parser.expat_error) words them
+    ("amplification factor", "entity expansion limit exceeded (entities expand too much)"),
+    ("recursive entity reference", "entity reference loop (an entity refers to itself)"),
+]
 _MODES = {"json": 0, "jsonl": 1, "split": 2}
 _PEEK = 3
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:")
@@ -198,7 +202,8 @@ class _NativeRun:
             if reason == UNKNOWN_ENCODING and not self.routed:
                 raise _ExpatCannotDecode from None
             if reason == NO_ELEMENT and converter.stats()[1] == 0:
-                reason = "the document is empty (no root element)"
+                reason = "the document is empty (no element found)"
+            reason = next((nice for raw, nice in _FRIENDLY if raw in reason), reason)
             raise XmlError(reason, line=line, column=column, filename=self.src.name) from None
 
     def run(
