@@ -9,9 +9,10 @@ document that is one big record shows progress as steadily as a list of records.
 Which elements are records:
 
 - ``json``: the children of the root (the document is rebuilt around them); with a
-  ``postprocessor`` or kept comments or processing instructions, the whole document
-  is built in memory as ``xmltodict.parse`` builds it (those can reach the root's
-  own key and the top level, which a stream could not revise);
+  ``postprocessor``, kept comments or processing instructions, or a ``text_key``
+  that could name an attribute or element, the whole document is built in memory as
+  ``xmltodict.parse`` builds it (those can reach the root's own key and the top
+  level, which a stream could not revise);
 - ``jsonl`` / ``split``: the elements at ``record_path``, or else the root's
   repeated child (found by a short look at the start of the file). Other elements
   at the records' depth are skipped and counted in :attr:`ConvertStats.skipped`.
@@ -94,8 +95,17 @@ def convert_file(
 
 
 def _whole_document(options: ConvertOptions) -> bool:
-    """Options whose effect can reach the root's key or the top level (see above)."""
-    return bool(options.postprocessor or not options.drop_comments or not options.drop_pis)
+    """Options whose effect can reach the root's key or the top level (see above).
+
+    Also a text key that an attribute or a child element could be named (``text``,
+    or ``#text`` with ``attr_prefix: "#"``): xmltodict then turns the root's key into
+    a list of both, which a stream that already wrote the first could not do.
+    """
+    key = options.text_key
+    collides = key.startswith(options.attr_prefix) or key[0].isalpha() or key[0] in "_:"
+    return bool(
+        options.postprocessor or not options.drop_comments or not options.drop_pis or collides
+    )
 
 
 def _setup(

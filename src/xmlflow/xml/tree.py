@@ -123,6 +123,7 @@ class TreeBuilder:
             or options.collapse_whitespace
             or self._ns
             or not options.xml_attribs
+            or options.cdata_separator
         )
         self._text_runs = bool(options.cdata_separator)
         self._last_was_text = False
@@ -467,9 +468,9 @@ class TreeBuilder:
         return None if value is DROP else value
 
     def finish_text(self, data: list[str]) -> Any:
-        """The root's own text as its value would carry it (``None``: none)."""
-        value = self._value(["", None, data, None], None)
-        return None if value is DROP else value
+        """The root's own text beside its attributes or children (``None``: none)."""
+        value = self._value(["", {}, data, None], None)
+        return value.get(self.o.text_key)
 
 
 def _matches(spec: PathSet | bool, name: str, path: tuple[str, ...] | None) -> bool:
