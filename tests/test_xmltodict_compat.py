@@ -75,7 +75,7 @@ def declarations(draw: st.DrawFn, root: bool) -> list[str]:
     out = []
     if root:
         shared = draw(st.booleans())
-        out.append(f'xmlns:p="urn:p"')
+        out.append('xmlns:p="urn:p"')
         out.append(f'xmlns:q="{"urn:p" if shared else "urn:q"}"')
     else:
         for prefix in draw(st.lists(st.sampled_from(["p", "q"]), unique=True, max_size=2)):
@@ -93,6 +93,9 @@ def start_tag(draw: st.DrawFn, name: str, root: bool) -> str:
     ]
     mixed = draw(st.permutations(attrs + draw(declarations(root))))
     return "<" + " ".join([name, *mixed]) + ">"
+
+
+KINDS = ["text", "text", "cdata", "comment", "pi", "el", "el", "empty"]
 
 
 @st.composite
