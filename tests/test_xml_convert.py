@@ -291,3 +291,16 @@ def test_every_text_and_attribute_value_is_kept(tmp_path_factory: Any, tree: Any
         t for el in tree.iter() for t in (el.text, el.tail if el is not tree else "") if t
     )
     assert sorted("".join(got)) == sorted(all_text + "".join(attrs) + "urn:p")
+
+
+def test_one_big_record_reports_every_chunk(tmp_path: Path) -> None:
+    """A document that is one record reports bytes read per 32 KiB chunk, not 0 then all."""
+    src = tmp_path / "book.xml"
+    src.write_text("<book><body>" + "<p>some words in a paragraph</p>" * 40_000 + "</body></book>")
+    seen: list[tuple[int, int]] = []
+    convert_file(src, io.BytesIO(), ConvertOptions(), on_progress=lambda b, r: seen.append((b, r)))
+    size = src.stat().st_size
+    before_end = [(b, r) for b, r in seen if b < size]
+    assert len(before_end) >= size // (32 * 1024) - 1
+    assert [b for b, _ in seen] == sorted(b for b, _ in seen)
+    assert all(r == 0 for _, r in before_end) and seen[-1] == (size, 1)
