@@ -152,15 +152,16 @@ def _peek_record_tag(src: Path, encoding: str | None, options: ConvertOptions) -
     """
     names = TreeBuilder(options, emit_depth=0)
     seen: list[str] = []
+    repeated: list[str] = []
     depth = 0
 
     def start(name: str, attrs: Any) -> None:
         nonlocal depth
         depth += 1
         if depth == 2:
-            built = names._name(name)
+            built = names.name(name)
             if built in seen:
-                seen.insert(0, built)
+                repeated.append(built)
                 raise _Found
             seen.append(built)
 
@@ -180,4 +181,5 @@ def _peek_record_tag(src: Path, encoding: str | None, options: ConvertOptions) -
         raise
     except Exception as exc:
         raise expat_error(exc, parser, src.name) from None
-    return seen[0] if seen else None
+    found = repeated or seen
+    return found[0] if found else None

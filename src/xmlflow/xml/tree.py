@@ -217,7 +217,7 @@ class TreeBuilder:
     def _start(self, name: str, attrs: list[str]) -> None:
         self._check_start(attrs)
         o = self.o
-        name = self._name(name)
+        name = self.name(name)
         raw: dict[str, Any] = dict(zip(attrs[0::2], attrs[1::2], strict=True))
         if self._declared:
             raw["xmlns"] = self._declared
@@ -241,7 +241,7 @@ class TreeBuilder:
                     continue
                 key = prefix + key
             else:
-                key = prefix + self._name(key)
+                key = prefix + self.name(key)
                 value = coerce(value) if coerce_types else value
             if pp is not None:
                 entry = pp(self._pp_path(), key, value)
@@ -254,7 +254,7 @@ class TreeBuilder:
     def _declare(self, prefix: str | None, uri: str) -> None:
         self._declared[prefix or ""] = uri
 
-    def _name(self, name: str) -> str:
+    def name(self, name: str) -> str:
         """xmltodict's ``_build_name``: ``uri:local`` → mapped prefix (namespace mode)."""
         if not self._ns:
             return name
