@@ -128,16 +128,15 @@ def test_native_equals_xmltodict_with_its_options(tmp_path: Path, doc: bytes, st
     assert got == want
 
 
-def _python_comparable(doc: bytes) -> bytes:
-    """The Python path reads no DTD attribute defaults: leave the ATTLIST out."""
-    return doc.replace(b'<!ATTLIST c def CDATA "dflt">', b"")
-
-
 @SETTINGS
-@given(doc=documents(namespaces=False), mode=st.sampled_from(["json", "jsonl", "split"]))
+@given(doc=documents(), mode=st.sampled_from(["json", "jsonl", "split"]))
 def test_native_equals_python_path(tmp_path: Path, doc: bytes, mode: str) -> None:
-    path = _write(tmp_path, _python_comparable(doc))
-    for options in ({"mode": mode}, {"mode": mode, "drop_empty": False, "force_list": ["b"]}):
+    path = _write(tmp_path, doc)
+    for options in (
+        {"mode": mode},
+        {"mode": mode, "drop_empty": True, "force_list": ["b"], "strip_text": False},
+        {"mode": mode, "attr_prefix": "-", "text_key": "$"},
+    ):
         assert run_native(path, **options) == run_python(path, **options), options
 
 
@@ -180,6 +179,18 @@ def test_utf16_with_and_without_bom(tmp_path: Path, bom: bool) -> None:
     data = "<r><a>\u00e9\U0001f600</a><a>2</a></r>".encode("utf-16" if bom else "utf-16-le")
     path = _write(tmp_path, data)
     assert json.loads(run_native(path)) == {"r": {"a": ["\u00e9\U0001f600", "2"]}}
+
+
+def test_disable_entities_rejects_a_declaration_as_the_python_path(tmp_path: Path) -> None:
+    path = _write(tmp_path, b'<!DOCTYPE r [<!ENTITY e "x">]>\n<r>&e;</r>')
+    with pytest.raises(XmlError) as native_error:
+        run_native(path, disable_entities=True)
+    with pytest.raises(XmlError) as python_error:
+        run_python(path, disable_entities=True)
+    assert native_error.value.reason == python_error.value.reason
+    assert "entities are disabled" in native_error.value.message
+    plain = _write(tmp_path, b"<r>&amp;</r>", "plain.xml")
+    assert run_native(plain, disable_entities=True) == b'{"r":"&"}'
 
 
 # -- modes and records -----------------------------------------------------------------
@@ -287,7 +298,7 @@ def test_external_entities_are_never_read(tmp_path: Path) -> None:
     ).encode()
     out = run_native(_write(tmp_path, doc))
     assert b"NATIVE-SECRET" not in out
-    assert json.loads(out) == {"r": {"b": "1"}}
+    assert json.loads(out) == {"r": {"a": None, "b": "1"}}
 
 
 def test_error_after_records_leaves_nothing_half_written(tmp_path: Path) -> None:
@@ -451,13 +462,10 @@ def server_download(server: Server, job_id: str, name: str) -> bytes:
 
 
 @pytest.mark.parametrize("mode", ["json", "jsonl"])
-def test_encoding_expat_lacks_goes_to_the_python_path(tmp_path: Path, mode: str) -> None:
-    text = '<?xml version="1.0" encoding="Shift_JIS"?><r><a>\u65e5\u672c</a><a>2</a></r>'
-    path = _write(tmp_path, text.encode("shift_jis"))
-    out = io.BytesIO()
-    native.convert_file(path, out, ConvertOptions.from_dict({"mode": mode}))
-    assert out.getvalue() == run_python(path, mode=mode)
-    assert "\u65e5\u672c".encode() in out.getvalue()
+def test_encoding_expat_lacks_is_a_clear_error(tmp_path: Path, mode: str) -> None:
+    text = '<?xml version="1.0" encoding="Shift_JIS"?><r><a>\u65e5\u672c</a></r>'
+    with pytest.raises(XmlError, match="line 1, column 31: unknown encoding"):
+        run_native(_write(tmp_path, text.encode("shift_jis")), mode=mode)
 
 
 @pytest.mark.parametrize("mode", ["json", "jsonl"])

@@ -34,7 +34,7 @@ def run_xml_processing_step(ctx: StepContext) -> None:
     size = max(ctx.input.stat().st_size, 1)
 
     def progress(consumed: int, records: int) -> None:
-        ctx.progress(consumed / size, f"{records} records")
+        ctx.progress(consumed / size, progress_message(consumed, size, records))
 
     with ctx.open_output(ctx.stem + SUFFIX[options.mode], "wb") as out:
         stats = convert_file(
@@ -54,3 +54,15 @@ def run_xml_processing_step(ctx: StepContext) -> None:
         stats.elements,
         stats.skipped,
     )
+
+
+def progress_message(consumed: int, size: int, records: int) -> str:
+    """Bytes read always (a one-record document moves too), records once there are some."""
+    read = f"{_size(consumed)} of {_size(size)} read"
+    return f"{read}, {records} records" if records else read
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    return f"{n / 1e3:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"

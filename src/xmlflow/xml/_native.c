@@ -893,6 +893,7 @@ static void Converter_dealloc(Converter *c) {
 }
 
 static PyObject *raise_error(Converter *c) {
+    PyErr_Clear(); /* pyexpat's unknown-encoding handler may have left a ValueError */
     PyObject *err = Py_BuildValue("(skk)", c->error, c->error_line, c->error_column);
     if (err != NULL) {
         PyErr_SetObject(ParseError, err);

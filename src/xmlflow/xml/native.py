@@ -129,20 +129,12 @@ def convert_file(
     """Convert ``src`` to JSON on ``out``, natively when possible (see the module doc)."""
     native = native_module()
     if native is not None and unsupported(options) is None:
-        try:
-            return _NativeRun(native, Path(src), out, options).run(on_progress, is_cancelled)
-        except _ExpatCannotDecode:
-            log.info("%s: an encoding expat lacks; converting with the Python path", src)
+        return _NativeRun(native, Path(src), out, options).run(on_progress, is_cancelled)
     from xmlflow.xml.convert import convert_file as python_convert_file
 
     return python_convert_file(
         src, out, options, on_progress=on_progress, is_cancelled=is_cancelled
     )
-
-
-class _ExpatCannotDecode(Exception):
-    """The document declares a multi-byte encoding expat cannot read (Shift_JIS, GB2312,
-    Big5...), which libxml2 can: raised before any output is written."""
 
 
 class _NativeRun:
@@ -152,7 +144,6 @@ class _NativeRun:
         self.native = native
         self.src = src
         self.o = o
-        self.routed = False
         tag = self._peek() if o.mode != "json" and o.record_path is None else None
         self.converter = self._converter(_MODES[o.mode], record_tag=tag)
         self.sink: Any = self._sink(out)
@@ -199,8 +190,8 @@ class _NativeRun:
             return converter.feed(data, final)
         except self.native.ParseError as exc:
             reason, line, column = exc.args
-            if reason == UNKNOWN_ENCODING and not self.routed:
-                raise _ExpatCannotDecode from None
+            if reason == UNKNOWN_ENCODING:
+                reason += " (expat reads UTF-8, UTF-16 and single-byte encodings)"
             if reason == NO_ELEMENT and converter.stats()[1] == 0:
                 reason = "the document is empty (no element found)"
             reason = next((nice for raw, nice in _FRIENDLY if raw in reason), reason)
@@ -225,7 +216,7 @@ class _NativeRun:
                     if on_progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
                         reported = time.monotonic()
                         on_progress(consumed, self.converter.stats()[0])
-            self.sink.finish(None)
+            self.sink.finish()
         except BaseException:
             self.sink.abort()
             raise
@@ -233,7 +224,6 @@ class _NativeRun:
 
     def _route(self, segments: Iterable[tuple[bytes, int, bytes]]) -> None:
         for name, count, data in segments:
-            self.routed = True
             self.sink.add_encoded(name.decode(), count, data)
 
     def _stats(self, consumed: int, on_progress: Callable[[int, int], None] | None) -> Any:
@@ -253,7 +243,7 @@ class _LinesSink:
     def add_encoded(self, name: str, count: int, data: bytes) -> None:
         self.out.write(data)
 
-    def finish(self, root: Any) -> None:
+    def finish(self) -> None:
         pass
 
     def abort(self) -> None:
@@ -298,8 +288,14 @@ class _DocumentSink:
 
     def _open_root(self) -> None:
         root_name, attrs, _ = self.converter.root()
-        self.out.write(b'{"' + root_name + b'":{' + attrs)
+        self.out.write(self._root_key(root_name) + b"{" + attrs)
         self.comma = bool(attrs)
+
+    def _root_key(self, root_name: bytes) -> bytes:
+        """``{"root":``, or ``{"root":[`` when ``force_list`` names the root (xmltodict's)."""
+        forced = root_name.decode() in self.forced
+        self.close = b"]}" if forced else b"}"
+        return b"{" + _key(root_name.decode()) + (b"[" if forced else b"")
 
     def _start_stream(self, data: bytes) -> None:
         assert self.first is not None
@@ -309,7 +305,7 @@ class _DocumentSink:
         self.pending = None
         self.streaming = True
 
-    def finish(self, root: Any) -> None:
+    def finish(self) -> None:
         if self.streaming:
             self.out.write(b"]")
             self.comma = True
@@ -321,14 +317,14 @@ class _DocumentSink:
                 self.out.write((b"," if self.comma else b"") + _key(self.first) + self.pending)
                 self.comma = True
         self._members()
-        self.out.write(b"}}")
+        self.out.write(b"}" + self.close)
 
     def _only_text(self) -> bool:
         """No attributes, no child kept: the root's value is its text or null."""
         root_name, attrs, text = self.converter.root()
         if attrs or self.pending is not None or self.spools:
             return False
-        self.out.write(b'{"' + root_name + b'":' + (text or b"null") + b"}")
+        self.out.write(self._root_key(root_name) + (text or b"null") + self.close)
         return True
 
     def _members(self) -> None:
