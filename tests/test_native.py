@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmltodict
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,8 @@ from .native_helpers import (
     run_python,
     xmltodict_json,
 )
+from .test_xmltodict_compat import EQUIVALENT
+from .test_xmltodict_compat import documents as compat_documents
 
 pytestmark = needs_native
 
@@ -474,3 +477,32 @@ def test_empty_document_says_so(tmp_path: Path, mode: str) -> None:
         XmlError, match="line 1, column 1: the document is empty \\(no element found\\)"
     ):
         run_native(_write(tmp_path, b""), mode=mode)
+
+
+# -- the steps-and-compatibility differential suite, on the native path -----------------
+
+NATIVE_EQUIVALENT = [
+    (o, kw) for o, kw in EQUIVALENT if native.unsupported(ConvertOptions.from_dict(o)) is None
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "kwargs"), NATIVE_EQUIVALENT, ids=[str(o) for o, _ in NATIVE_EQUIVALENT]
+)
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(xml=compat_documents())
+def test_compat_suite_documents_native_equals_python_and_xmltodict(
+    tmp_path: Path, options: dict[str, Any], kwargs: dict[str, Any], xml: str
+) -> None:
+    path = _write(tmp_path, xml.encode())
+    try:
+        expected = json.dumps(xmltodict.parse(xml.encode(), **kwargs))
+    except Exception:  # xmltodict refuses: both paths must too
+        with pytest.raises(XmlError):
+            run_native(path, **options)
+        with pytest.raises(XmlError):
+            run_python(path, **options)
+        return
+    got = run_native(path, **options)
+    assert got == run_python(path, **options)
+    assert json.dumps(json.loads(got)) == expected
