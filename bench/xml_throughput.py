@@ -1,6 +1,7 @@
 """XML → JSON throughput and memory: xmlflow against xmltodict and a bare lxml floor.
 
-Generates deterministic records-shaped and document-shaped XML of ``--size-mb``
+Generates deterministic XML of ``--size-mb`` in four shapes (records, the same
+records namespaced, a book of chapters, one big record: see :data:`SHAPES`)
 (under ``bench/out/``, git-ignored), runs every contender in its own subprocess (so
 each peak RSS is its own, read from ``/proc/self/status`` VmHWM, and its CPU time
 its own, from ``getrusage(RUSAGE_CHILDREN)``) and prints one table with MB/s, peak
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -60,6 +62,40 @@ def _chapter(rng: random.Random, i: int) -> str:
     return f'  <chapter n="{i}"><title>{_words(rng, 4)}</title>{"".join(sections)}</chapter>\n'
 
 
+_TAG = re.compile(r"<(/?)([a-z]+)")
+NS_DECLARATIONS = " ".join(
+    ['xmlns:r="urn:example:records"', 'xmlns:w="urn:example:words"']
+    + [f'xmlns:x{i}="urn:example:extra:{i}"' for i in range(20)]
+)
+
+
+def _namespaced(block: str) -> str:
+    """The same markup with every element prefixed (``<r:record>``)."""
+    return _TAG.sub(r"<\1r:\2", block)
+
+
+def _paragraph(rng: random.Random, i: int) -> str:
+    return (
+        f'<w:p w:id="{i}"><w:pPr><w:pStyle w:val="Body"/></w:pPr><w:r><w:rPr><w:b/></w:rPr>'
+        f"<w:t>{_words(rng, 3)}</w:t></w:r><w:r><w:t>{_words(rng, 12)}</w:t></w:r></w:p>\n"
+    )
+
+
+# shape: (one record's markup, the root's start tag, what wraps the records)
+SHAPES = {
+    "records": (_record, "<records>", ("", "")),
+    "records-ns": (
+        lambda rng, i: _namespaced(_record(rng, i)),
+        f"<r:records {NS_DECLARATIONS}>",
+        ("", ""),
+    ),
+    "document": (_chapter, "<book>", ("", "")),
+    "one-record": (_paragraph, f"<w:document {NS_DECLARATIONS}>", ("<w:body>", "</w:body>")),
+}
+"""``records-ns`` is ``records`` with every element prefixed and 22 declarations on the
+root; ``one-record`` is a word-processing body: one child of the root holding it all."""
+
+
 def generate(shape: str, size_mb: int) -> Path:
     """Write (once) a deterministic document of about ``size_mb`` MB; return its path."""
     path = OUT / f"{shape}-{size_mb}mb.xml"
@@ -67,18 +103,20 @@ def generate(shape: str, size_mb: int) -> Path:
         return path
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(42)
-    make, root = (_record, "records") if shape == "records" else (_chapter, "book")
+    make, root, (open_body, close_body) = SHAPES[shape]
     target = size_mb * 1_000_000
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<!-- generated -->\n<{root}>\n')
+        f.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<!-- generated -->\n{root}\n')
+        f.write(open_body)
         written, i = 0, 0
         while written < target:
             block = "".join(make(rng, i + k) for k in range(100))
             i += 100
             written += len(block.encode())
             f.write(block)
-        f.write(f"</{root}>\n")
+        f.write(close_body)
+        f.write(f"</{root[1:].split()[0].rstrip('>')}>\n")
     tmp.rename(path)
     return path
 
@@ -151,7 +189,7 @@ def run(code: str, src: Path, mode: str = "json") -> tuple[float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mb", type=int, default=200)
-    ap.add_argument("--shapes", default="records,document")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--skip-xmltodict", action="store_true", help="skip the slow whole-tree run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best counts")
     args = ap.parse_args()

@@ -62,7 +62,8 @@ def test_process_xml_writes_json(tmp_path: Path) -> None:
     assert doc["catalog"]["@xmlns:x"] == "urn:x"
     assert [b["title"] for b in doc["catalog"]["book"]] == ["Dune", "Emma", "Ubik"]
     assert doc["catalog"]["book"][0]["x:tag"] == "sf"
-    assert ctx.events[-1] == (1.0, "3 records")  # type: ignore[attr-defined]
+    size = ctx.input.stat().st_size
+    assert ctx.events[-1] == (1.0, f"{size} B of {size} B read, 3 records")  # type: ignore[attr-defined]
 
 
 def test_process_xml_jsonl_and_split(tmp_path: Path) -> None:

@@ -33,9 +33,10 @@ TMP_CANARY = "xmlflow-canary-7f3a9c"
 ALWAYS_FORBIDDEN = ["root:x:0:0", TMP_CANARY, "it_works"]
 TIME_LIMIT = 5.0
 
-# Cases the manifest lets go either way, and the outcome xmlflow takes (libxml2's).
-EDITION_SENSITIVE_ACCEPTED = {"not-wf-sa-140", "not-wf-sa-141"}  # 5th-edition names: accepted
-NAMESPACE_ILLFORMED_REJECTED = {"valid-sa-012"}  # attribute named ":": rejected, clearly
+# Cases the manifest lets go either way, and the outcome xmlflow takes: expat's, the
+# parser xmltodict runs on (4th-edition names, no namespace processing by default).
+EDITION_SENSITIVE = {"not-wf-sa-140", "not-wf-sa-141"}  # 5th-edition names: refused
+NAMESPACE_ILLFORMED_REJECTED: set[str] = set()  # valid-sa-012 (attribute ":"): accepted
 
 
 def _manifest(folder: Path) -> dict[str, Any]:
@@ -82,10 +83,7 @@ def test_xmltest_wf_converts(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", _xmltest("not-wf"))
 def test_xmltest_not_wf_fails_with_line_and_column(case: dict[str, Any]) -> None:
     output, error, _ = run(XMLCONF / case["file"])
-    if case["id"] in EDITION_SENSITIVE_ACCEPTED:
-        # Either outcome is allowed; libxml2 follows the 5th edition and accepts.
-        assert error is None
-        return
+    # Either outcome is allowed for EDITION_SENSITIVE; expat refuses them.
     assert error is not None, f"accepted: {output!r}"
     assert POSITION.match(error.message), error.message
     assert error.line is not None and error.line >= 1 and error.column is not None
@@ -229,4 +227,4 @@ def test_canary_file_referenced_by_absolute_path_is_not_read(
     )
     output, error = _check_outcome(doc, "reject_or_neutralize", [*canaries, "TOP-SECRET"], 200)
     assert error is None and output is not None
-    assert json.loads(output) == {"r": {"c": "/etc/passwd"}}
+    assert json.loads(output) == {"r": {"a": None, "b": None, "c": "/etc/passwd"}}

@@ -10,11 +10,12 @@ import os
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from .errors import XmlflowError
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: ``xmlflow run`` loads this module, never httpx
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 
@@ -34,6 +35,8 @@ class ApiClient:
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        import httpx
+
         self.url = url.rstrip("/")
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -46,6 +49,8 @@ class ApiClient:
         self.http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        import httpx
+
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -77,6 +82,8 @@ class ApiClient:
 
     def _save(self, path: str, target: Path) -> Path:
         """Stream one download to a temporary file, renamed only once it is complete."""
+        import httpx
+
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         try:
             with os.fdopen(fd, "wb") as f, self.http.stream("GET", path) as response:

@@ -123,7 +123,9 @@ def _mp_context(method: str) -> Any:
     with _context_lock:
         if _context is None:
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload(["xmlflow.jobprocess", "xmlflow.xml", "lxml.etree"])
+            # not lxml: process_xml runs on expat (native or Python); the steps that use
+            # lxml (validate, transform, xpath_filter) import it when they run
+            _context.set_forkserver_preload(["xmlflow.jobprocess", "xmlflow.xml"])
         return _context
 
 

@@ -1,52 +1,43 @@
 """Streaming XML → JSON: the driver that ties parser, converter and sink together.
 
-Speed comes from keeping Python out of the per-element loop: libxml2 builds each
-record's subtree in C, the pull parser's ``tag`` filter delivers only the *end* of
-record elements to Python (everything else never crosses into the interpreter),
-and :class:`~xmlflow.xml.tree.TreeConverter` walks one finished record at a time.
-Memory stays bounded by the largest record because each record is deleted from the
-tree as soon as it is written.
+expat reads the file in 32 KiB chunks; :class:`~xmlflow.xml.tree.TreeBuilder` turns
+its events into values and hands each finished record to a sink, which writes it and
+forgets it: memory is bounded by the largest record. Between two chunks the driver
+reports progress (bytes read, records written) and checks for cancellation, so a
+document that is one big record shows progress as steadily as a list of records.
 
 Which elements are records:
 
-- ``json``: the children of the root (the document is rebuilt around them);
+- ``json``: the children of the root (the document is rebuilt around them); with a
+  ``postprocessor``, kept comments or processing instructions, or a ``text_key``
+  that could name an attribute or element, the whole document is built in memory as
+  ``xmltodict.parse`` builds it (those can reach the root's own key and the top
+  level, which a stream could not revise);
 - ``jsonl`` / ``split``: the elements at ``record_path``, or else the root's
-  repeated child (found by a short look at the start of the file). Other children
-  of the root are skipped and counted in :attr:`ConvertStats.skipped`.
+  repeated child (found by a short look at the start of the file). Other elements
+  at the records' depth are skipped and counted in :attr:`ConvertStats.skipped`.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from xmlflow.errors import JobCancelled
+from xmlflow.errors import JobCancelled, XmlError
 from xmlflow.xml.options import ConvertOptions
-from xmlflow.xml.parser import (
-    feed_file,
-    make_parser,
-    read_head,
-    sniff_encoding,
+from xmlflow.xml.parser import expat_error, feed_expat, make_expat_parser, read_head, sniff_encoding
+from xmlflow.xml.sinks import (
+    JsonDocumentSink,
+    JsonLinesSink,
+    RecordSink,
+    WholeDocumentSink,
+    ZipSink,
 )
-from xmlflow.xml.records import peek_repeated_child
-from xmlflow.xml.sinks import JsonDocumentSink, JsonLinesSink, RecordSink, ZipSink
-from xmlflow.xml.tree import DROP, TreeConverter
+from xmlflow.xml.stats import ConvertStats
+from xmlflow.xml.tree import TreeBuilder
 
 __all__ = ["ConvertStats", "convert_file"]
-
-
-@dataclass
-class ConvertStats:
-    """What one conversion did."""
-
-    bytes_in: int = 0
-    records: int = 0
-    elements: int = 0
-    skipped: int = 0
-    """Elements beside the records that ``jsonl``/``split`` leave out."""
 
 
 def convert_file(
@@ -66,158 +57,118 @@ def convert_file(
     """
     src = Path(src)
     stats = ConvertStats()
-    conv = TreeConverter(options)
     encoding = sniff_encoding(read_head(src))
-    tag = _record_tag(src, options, encoding)
-    sink = _make_sink(options, out, conv)
+    builder, sink = _setup(src, out, options, encoding)
 
     def on_chunk(consumed: int) -> None:
         stats.bytes_in = consumed
         if is_cancelled is not None and is_cancelled():
             raise JobCancelled("conversion cancelled")
         if on_progress is not None:
-            on_progress(consumed, stats.records)
+            on_progress(consumed, builder.records)
 
-    parser = make_parser(
-        events=("end", "start-ns"),
-        tag=tag,
-        keep_comments=not options.drop_comments,
-        keep_pis=not options.drop_pis,
-        encoding=encoding,
-    )
     try:
-        _Run(conv, sink, stats, options, tag).consume(feed_file(src, parser, on_chunk=on_chunk))
+        feed_expat(src, builder.make_parser(encoding), on_chunk=on_chunk)
+        sink.finish()
     except BaseException:
         sink.abort()
         raise
-    stats.elements = conv.elements
+    stats.records, stats.elements, stats.skipped = (
+        builder.records,
+        builder.elements,
+        builder.skipped,
+    )
     if on_progress is not None:
         on_progress(stats.bytes_in, stats.records)
     return stats
 
 
-def _make_sink(options: ConvertOptions, out: BinaryIO, conv: TreeConverter) -> RecordSink:
+def _whole_document(options: ConvertOptions) -> bool:
+    """Options whose effect can reach the root's key or the top level (see above).
+
+    Also a text key that an attribute or a child element could be named (``text``,
+    or ``#text`` with ``attr_prefix: "#"``): xmltodict then turns the root's key into
+    a list of both, which a stream that already wrote the first could not do.
+    """
+    key = options.text_key
+    collides = key.startswith(options.attr_prefix) or key[0].isalpha() or key[0] in "_:"
+    return bool(
+        options.postprocessor or not options.drop_comments or not options.drop_pis or collides
+    )
+
+
+def _setup(
+    src: Path, out: BinaryIO, options: ConvertOptions, encoding: str | None
+) -> tuple[TreeBuilder, RecordSink]:
     if options.mode == "json":
-        return JsonDocumentSink(out, conv)
-    if options.mode == "jsonl":
-        return JsonLinesSink(out)
-    return ZipSink(out)
+        if _whole_document(options):
+            builder = TreeBuilder(options, emit_depth=0)
+            return builder, WholeDocumentSink(out, builder)
+        document = JsonDocumentSink(out)
+        builder = TreeBuilder(options, emit_depth=1, emit=document.add)
+        document.builder = builder
+        return builder, document
+    wanted: tuple[str, ...]
+    sink: RecordSink = JsonLinesSink(out) if options.mode == "jsonl" else ZipSink(out)
+    path: tuple[str, ...] | None = options.record_path
+    if path is None:
+        tag = _peek_record_tag(src, encoding, options)
+        path = ("", tag) if tag is not None else ("", "")
+        wanted = path[1:]
+    else:
+        wanted = path
+
+    def is_record(name: str, ancestors: list[list[Any]]) -> bool:
+        if name != path[-1]:
+            return False
+        return all(f[0] == want for f, want in zip(ancestors, wanted[:-1], strict=False))
+
+    builder = TreeBuilder(options, emit_depth=len(path) - 1, emit=sink.add, is_record=is_record)
+    return builder, sink
 
 
-class _Run:
-    """The event loop of one conversion, split out so each rule is a short method."""
-
-    def __init__(
-        self,
-        conv: TreeConverter,
-        sink: RecordSink,
-        stats: ConvertStats,
-        options: ConvertOptions,
-        record_tag: str | None,
-    ) -> None:
-        self.record_tag = record_tag
-        self.conv = conv
-        self.sink = sink
-        self.stats = stats
-        self.document = sink if isinstance(sink, JsonDocumentSink) else None
-        self.record_path = options.record_path
-        self.root_name: str | None = None
-        self.o = options
-
-    def consume(self, events: Iterator[tuple[str, Any]]) -> None:
-        for event, el in events:
-            if event == "end":
-                self._end(el)
-            elif event == "start-ns":
-                self.conv.has_namespaces = True
-            elif event == "close":
-                self._close(el)
-
-    def _end(self, el: Any) -> None:
-        parent = el.getparent()
-        if self.document is not None or self.record_path is None:
-            if parent is not None and parent.getparent() is None:
-                self._take_children_until(parent, el)
-        elif self._at_record_path(el):
-            self._take_record(parent, el)
-
-    def _take_children_until(self, root: Any, last: Any) -> None:
-        """Convert and delete the root's children up to and including ``last``."""
-        document = self.document
-        if self.root_name is None:
-            self.root_name = self.conv.name(root)
-            if document is not None:
-                document.set_root(root)
-                document.add_text(root.text)
-        while True:
-            child = root[0]
-            if document is not None:
-                document.add_text(child.tail)
-            if type(child.tag) is str:
-                self._child_of_root(child)
-            elif document is not None:
-                self._other_of_root(child, document)
-            del root[0]
-            if child is last:
-                return
-
-    def _other_of_root(self, node: Any, document: JsonDocumentSink) -> None:
-        """A comment or PI directly in the root, when the options keep them."""
-        kept: dict[str, Any] = {}
-        self.conv.other_node(node, kept)
-        for key, value in kept.items():
-            document.add(key, value, False)
-
-    def _child_of_root(self, child: Any) -> None:
-        if self.document is None and child.tag != self.record_tag:
-            self.stats.skipped += 1
-            return
-        name = self.conv.name(child)
-        assert self.root_name is not None
-        self._emit(child, name, (self.root_name, name) if self.o.needs_paths else None)
-
-    def _emit(self, el: Any, name: str, path: tuple[str, ...] | None) -> None:
-        conv, o = self.conv, self.o
-        if o.drop and o.drop.matches(name, path):
-            return
-        parent = el.getparent() if conv.has_namespaces else None
-        value = conv.convert(el, path, parent.nsmap if parent is not None else None)
-        if value is DROP:
-            return
-        self.stats.records += 1
-        if o.force_list or o.rename or o.rename_paths:
-            self.sink.add(conv.renamed(name, path), value, o.force_list.matches(name, path))
-        else:
-            self.sink.add(name, value, False)
-
-    def _at_record_path(self, el: Any) -> bool:
-        assert self.record_path is not None
-        names = [self.conv.name(a) for a in itertools.chain([el], el.iterancestors())]
-        return tuple(reversed(names)) == self.record_path
-
-    def _take_record(self, parent: Any, el: Any) -> None:
-        if parent is None:  # the record is the root itself: no siblings to drop
-            self._emit(el, self.conv.name(el), self.record_path if self.o.needs_paths else None)
-            return
-        while parent[0] is not el:
-            if type(parent[0].tag) is str:
-                self.stats.skipped += 1
-            del parent[0]
-        self._emit(el, self.conv.name(el), self.record_path if self.o.needs_paths else None)
-        del parent[0]
-
-    def _close(self, root: Any) -> None:
-        if self.document is not None or self.record_path is None:
-            if len(root):
-                self._take_children_until(root, root[len(root) - 1])
-            elif self.document is not None and self.root_name is None:
-                self.document.add_text(root.text)
-        self.sink.finish(root)
+PEEK_BYTES = 1 << 20
 
 
-def _record_tag(src: Path, options: ConvertOptions, encoding: str | None) -> str | None:
-    """The tag whose end events reach Python (``None``: all of them, small documents)."""
-    if options.record_path is not None and options.mode != "json":
-        local = options.record_path[-1].rpartition(":")[2]
-        return "{*}" + local
-    return peek_repeated_child(src, encoding)
+class _Found(Exception):
+    """Ends the peek as soon as the root's repeated child is known."""
+
+
+def _peek_record_tag(src: Path, encoding: str | None, options: ConvertOptions) -> str | None:
+    """The root's first repeated child in the first MiB (else its first child).
+
+    Names are built as the conversion builds them (namespace options included).
+    """
+    names = TreeBuilder(options, emit_depth=0)
+    seen: list[str] = []
+    repeated: list[str] = []
+    depth = 0
+
+    def start(name: str, attrs: Any) -> None:
+        nonlocal depth
+        depth += 1
+        if depth == 2:
+            built = names.name(name)
+            if built in seen:
+                repeated.append(built)
+                raise _Found
+            seen.append(built)
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    parser = make_expat_parser(encoding, namespaces=options.namespaces != "keep")
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    with open(src, "rb") as f:
+        head = f.read(PEEK_BYTES)
+    try:
+        parser.Parse(head, len(head) < PEEK_BYTES)
+    except _Found:
+        pass
+    except XmlError:
+        raise
+    except Exception as exc:
+        raise expat_error(exc, parser, src.name) from None
+    found = repeated or seen
+    return found[0] if found else None

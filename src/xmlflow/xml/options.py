@@ -1,9 +1,11 @@
 """Conversion options: parsed once from a step's ``options`` dict, then read-only.
 
 Every option is checked here so that a typo in ``config.py`` fails with the key's
-name, not halfway through a 1 GB upload. Defaults follow xmltodict (``@attr``,
-``#text``, namespace prefixes as written) plus the seed's cleaning (strip text, drop
-comments, processing instructions and empty elements).
+name, not halfway through a 1 GB upload. Defaults give exactly what
+``json.dumps(xmltodict.parse(doc))`` gives (``@attr``, ``#text``, names and ``xmlns``
+declarations as written, empty elements as ``null``, text stripped, comments dropped);
+the other options are xmltodict's parse options under their xmlflow names, plus
+xmlflow's own cleaning (``drop_empty``, ``collapse_whitespace``, ``coerce_types``, ...).
 
 Paths (``force_list``, ``drop``, ``rename``, ``record_path``) are element names
 separated by ``/`` from the root, e.g. ``catalog/book``; a leading ``/`` is allowed.
@@ -13,12 +15,12 @@ A bare name without ``/`` matches that element anywhere.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from xmlflow.errors import ConfigError
+from xmlflow.errors import ConfigError, StepLoadError
 
 __all__ = ["ConvertOptions", "PathSet", "split_path"]
 
@@ -31,7 +33,10 @@ _BOOL_KEYS = (
     "drop_empty",
     "drop_comments",
     "drop_pis",
+    "xml_attribs",
+    "disable_entities",
 )
+Postprocessor = Callable[[list[tuple[str, Any]], str, Any], Any]
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -76,28 +81,40 @@ class ConvertOptions:
     force_list: PathSet = field(default_factory=PathSet)
     attr_prefix: str = "@"
     text_key: str = "#text"
-    namespaces: Literal["keep", "strip"] | Mapping[str, str] = "keep"
+    namespaces: Literal["keep", "strip"] | Mapping[str, str | None] = "keep"
     coerce_types: bool = False
     strip_text: bool = True
     collapse_whitespace: bool = False
-    drop_empty: bool = True
+    drop_empty: bool = False
     drop_comments: bool = True
     drop_pis: bool = True
     drop: PathSet = field(default_factory=PathSet)
     rename: Mapping[str, str] = field(default_factory=dict)
     rename_paths: Mapping[tuple[str, ...], str] = field(default_factory=dict)
+    xml_attribs: bool = True
+    force_cdata: PathSet | bool = False
+    cdata_separator: str = ""
+    disable_entities: bool = False
+    postprocessor: Postprocessor | None = None
+    """xmltodict's ``postprocessor(path, key, value)``, loaded from the user's
+    ``processing_steps/`` folder (``config.py`` only: an upload never names code)."""
 
     @property
     def needs_paths(self) -> bool:
         """Whether the converter must track each element's path (costs a little)."""
-        return bool(self.force_list.paths or self.drop.paths or self.rename_paths)
+        return bool(
+            self.force_list.paths
+            or self.drop.paths
+            or self.rename_paths
+            or (isinstance(self.force_cdata, PathSet) and self.force_cdata.paths)
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, base_dir: Path | None = None) -> ConvertOptions:
         """Validate a step's options; raise :class:`ConfigError` naming the bad key.
 
-        ``base_dir`` resolves a relative ``force_list_xsd`` (the step passes its
-        ``config_dir``).
+        ``base_dir`` resolves a relative ``force_list_xsd`` and the ``postprocessor``'s
+        step file (the step passes its ``config_dir``).
         """
         if not isinstance(d, Mapping):
             raise ConfigError(f"options must be a dict, not {type(d).__name__}")
@@ -110,6 +127,8 @@ class ConvertOptions:
         kwargs.update(_paths(d, base_dir))
         if "namespaces" in d:
             kwargs["namespaces"] = _namespaces(d["namespaces"])
+        if d.get("postprocessor") is not None:
+            kwargs["postprocessor"] = load_postprocessor(d["postprocessor"], base_dir)
         return cls(**kwargs)
 
 
@@ -158,6 +177,8 @@ def _strings(d: Mapping[str, Any]) -> dict[str, Any]:
         out["attr_prefix"] = _string("attr_prefix", d["attr_prefix"], empty_ok=True)
     if "text_key" in d:
         out["text_key"] = _string("text_key", d["text_key"])
+    if "cdata_separator" in d:
+        out["cdata_separator"] = _string("cdata_separator", d["cdata_separator"], empty_ok=True)
     if out.get("attr_prefix", "@") == "" and out.get("text_key", "#text") == "":
         raise ConfigError("options 'attr_prefix' and 'text_key' cannot both be empty")
     return out
@@ -179,6 +200,12 @@ def _paths(d: Mapping[str, Any], base_dir: Path | None) -> dict[str, Any]:
     out["force_list"] = PathSet.parse("force_list", forced)
     if "drop" in d:
         out["drop"] = PathSet.parse("drop", _string_list("drop", d["drop"]))
+    if isinstance(d.get("force_cdata"), bool):
+        out["force_cdata"] = d["force_cdata"]
+    elif "force_cdata" in d:
+        out["force_cdata"] = PathSet.parse(
+            "force_cdata", _string_list("force_cdata", d["force_cdata"])
+        )
     if "rename" in d:
         out["rename"], out["rename_paths"] = _rename(d["rename"])
     return out
@@ -201,13 +228,40 @@ def _rename(value: Any) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
     return names, paths
 
 
-def _namespaces(value: Any) -> Literal["keep", "strip"] | dict[str, str]:
+def _namespaces(value: Any) -> Literal["keep", "strip"] | dict[str, str | None]:
     if value in ("keep", "strip"):
         return value  # type: ignore[no-any-return]
     if isinstance(value, Mapping) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
     ):
         return dict(value)
     raise ConfigError(
-        "option 'namespaces' must be 'keep', 'strip' or a dict {namespace URI: short prefix}"
+        "option 'namespaces' must be 'keep', 'strip' or a dict"
+        " {namespace URI: short prefix, or None to drop it}"
     )
+
+
+def load_postprocessor(value: Any, base_dir: Path | None) -> Postprocessor:
+    """``"module:function"`` (or ``"module.function"``) from ``processing_steps/module.py``.
+
+    Only a file of the user's own steps folder can be named, never an installed module:
+    the option comes from ``config.py``, and the upload-options allowlist never admits it.
+    """
+    text = _string("postprocessor", value)
+    module, sep, func = text.rpartition(":") if ":" in text else text.rpartition(".")
+    if not sep or not module.isidentifier() or not func.isidentifier():
+        raise ConfigError(f"option 'postprocessor': {text!r} is not 'module:function'")
+    if base_dir is None:
+        raise ConfigError("option 'postprocessor' needs a config.py folder (processing_steps/)")
+    from xmlflow.models import StepSpec
+    from xmlflow.pipeline import load_step, step_file
+
+    steps_dir = base_dir / "processing_steps"
+    spec = StepSpec(id=module, name="postprocessor", module=func)
+    if step_file(spec, steps_dir) is None:
+        raise ConfigError(f"option 'postprocessor': no step file {steps_dir / module}.py")
+    try:
+        fn = load_step(spec, steps_dir)
+    except StepLoadError as exc:
+        raise ConfigError(f"option 'postprocessor': {exc.message}") from exc
+    return cast(Postprocessor, fn)

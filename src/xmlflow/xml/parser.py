@@ -27,7 +27,9 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from pyexpat import ExpatError
 from typing import Any, Literal
+from xml.parsers import expat
 
 from lxml import etree
 
@@ -35,6 +37,9 @@ from xmlflow.errors import XmlError
 
 __all__ = [
     "CHUNK_SIZE",
+    "expat_error",
+    "feed_expat",
+    "make_expat_parser",
     "MAX_ATTRIBUTES",
     "MAX_DEPTH",
     "feed_file",
@@ -147,7 +152,7 @@ _FRIENDLY = [
     ("huge text node", "a text node is larger than 10 MB"),
     ("Huge input lookup", "a single token is too large"),
 ]
-_POSITION_SUFFIX = re.compile(r",\s*line \d+, column \d+\s*$")
+_POSITION_SUFFIX = re.compile(r"[,:]\s*line \d+, column \d+\s*$")
 
 
 def xml_error(exc: etree.XMLSyntaxError, filename: str | None = None) -> XmlError:
@@ -195,6 +200,73 @@ def feed_file(
     except etree.XMLSyntaxError as exc:
         raise xml_error(exc, path.name) from None
     yield ("close", root)
+
+
+# -- expat: the converter's parser ----------------------------------------------------
+
+
+def make_expat_parser(encoding: str | None = None, *, namespaces: bool = False) -> Any:
+    """An expat parser set up as ``xmltodict.parse`` sets up its own, and hardened.
+
+    expat itself never opens a file or a socket: external entities, external DTD
+    subsets and external parameter entities are only read when an
+    ``ExternalEntityRefHandler`` fetches them, and xmlflow installs none (they are
+    skipped, as xmltodict skips them). Parameter entities are never parsed. expat
+    (>= 2.4) stops billion-laughs style amplification on its own; the converter adds
+    a tighter bound on expanded text (``TreeBuilder``) and the depth and attribute
+    limits.
+    """
+    parser = expat.ParserCreate(encoding, ":" if namespaces else None)
+    parser.ordered_attributes = True
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    return parser
+
+
+_EXPAT_FRIENDLY = [
+    ("amplification factor", "entity expansion limit exceeded (entities expand too much)"),
+    ("recursive entity reference", "entity reference loop (an entity refers to itself)"),
+]
+
+
+def expat_error(exc: BaseException, parser: Any, filename: str | None = None) -> BaseException:
+    """expat's error as an :class:`XmlError` starting ``line L, column C``.
+
+    Errors xmlflow raised itself from a handler (limits, cancellation) pass through.
+    """
+    if not isinstance(exc, ExpatError):
+        return exc
+    reason = _POSITION_SUFFIX.sub("", str(exc)).strip()
+    for needle, friendly in _EXPAT_FRIENDLY:
+        if needle in reason:
+            reason = friendly
+    line = exc.lineno or parser.ErrorLineNumber or 1
+    column = (exc.offset if exc.offset is not None else parser.ErrorColumnNumber) + 1
+    return XmlError(
+        reason or "not well-formed XML", line=max(line, 1), column=column, filename=filename
+    )
+
+
+def feed_expat(path: Path, parser: Any, *, on_chunk: Callable[[int], None] | None = None) -> int:
+    """Feed ``path`` to the expat ``parser`` in chunks; return the bytes read.
+
+    ``on_chunk(bytes_consumed)`` runs between chunks (progress, cancellation), so a
+    document that is one big element reports progress as often as a list of records.
+    """
+    consumed = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                consumed += len(chunk)
+                parser.Parse(chunk, False)
+                if on_chunk is not None:
+                    on_chunk(consumed)
+        if not consumed:
+            raise XmlError("the document is empty (no element found)", line=1, column=1)
+        parser.Parse(b"", True)
+    except ExpatError as exc:
+        raise expat_error(exc, parser, path.name) from None
+    return consumed
 
 
 def read_head(path: Path, size: int = 4) -> bytes:

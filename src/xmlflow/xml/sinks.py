@@ -5,22 +5,20 @@ Every sink writes as records arrive, so memory holds one record, never the outpu
 
 from __future__ import annotations
 
-import tempfile
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
-from xmlflow.xml.tree import DROP, TreeConverter
+from xmlflow.xml.spool import Group
+from xmlflow.xml.tree import TreeBuilder
 from xmlflow.xml.zipstream import ZipWriter
 
-__all__ = ["JsonDocumentSink", "JsonLinesSink", "RecordSink", "ZipSink"]
-
-SPOOL_IN_MEMORY = 1 << 20
+__all__ = ["JsonDocumentSink", "JsonLinesSink", "RecordSink", "WholeDocumentSink", "ZipSink"]
 
 
 class RecordSink(Protocol):
     def add(self, name: str, value: Any, forced: bool) -> None: ...
-    def finish(self, root: Any) -> None: ...
+    def finish(self) -> None: ...
     def abort(self) -> None:
         """Release temporary files after a failure (the output is discarded)."""
 
@@ -34,7 +32,7 @@ class JsonLinesSink:
     def add(self, name: str, value: Any, forced: bool = False) -> None:
         self.out.write(orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE))
 
-    def finish(self, root: Any) -> None:
+    def finish(self) -> None:
         pass
 
     def abort(self) -> None:
@@ -49,60 +47,61 @@ class ZipSink:
         self.count = 0
 
     def add(self, name: str, value: Any, forced: bool = False) -> None:
+        self.add_encoded(name, 1, orjson.dumps(value))
+
+    def add_encoded(self, name: str, count: int, data: bytes) -> None:
+        """One record already in JSON (the native path's); ``count`` is always 1 here."""
         self.count += 1
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
-        self.zip.add(f"{self.count:06d}-{safe}.json", orjson.dumps(value))
+        self.zip.add(f"{self.count:06d}-{safe}.json", data)
 
-    def finish(self, root: Any) -> None:
+    def finish(self) -> None:
         self.zip.close()
 
     def abort(self) -> None:
         self.zip.abort()
 
 
-class _Group:
-    """Values of one key under the root, spooled to a temporary file in document order."""
+class WholeDocumentSink:
+    """The document built in memory by the builder, written once at the end."""
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.spool: IO[bytes] = tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY)
+    def __init__(self, out: BinaryIO, builder: TreeBuilder) -> None:
+        self.out = out
+        self.builder = builder
 
-    def add(self, data: bytes) -> None:
-        if self.count:
-            self.spool.write(b",")
-        self.spool.write(data)
-        self.count += 1
+    def add(self, name: str, value: Any, forced: bool = False) -> None:
+        raise AssertionError("the whole-document builder emits nothing")
 
-    def copy_to(self, out: BinaryIO, as_list: bool) -> None:
-        self.spool.seek(0)
-        out.write(b"[" if as_list else b"")
-        while chunk := self.spool.read(SPOOL_IN_MEMORY):
-            out.write(chunk)
-        out.write(b"]" if as_list else b"")
-        self.spool.close()
+    def finish(self) -> None:
+        top, root = self.builder.top, self.builder.root
+        if not top and root is not None:  # an empty root that drop_empty removed
+            top = {root[0]: None}
+        self.out.write(orjson.dumps(top))
+
+    def abort(self) -> None:
+        pass
 
 
 class JsonDocumentSink:
     """The whole document as one JSON object, streamed: ``{"root": {..., "rec": [...]}}``.
 
-    Children of the root arrive one at a time (the driver deletes each after
-    conversion). The first key under the root is streamed straight to ``out`` once it
-    is known to be a list (its second value, or ``force_list``); keys first seen later
-    are spooled to temporary files and appended at the end, which keeps xmltodict's
-    key order (attributes, children by first appearance, ``#text``) without holding
-    more than one record in memory.
+    Children of the root arrive one at a time, already converted. The first key under
+    the root is streamed straight to ``out`` once it is known to be a list (its second
+    value, or ``force_list``); keys first seen later are spooled to temporary files
+    and appended at the end, which keeps xmltodict's key order (attributes, children
+    by first appearance, ``#text``) without holding more than one record in memory.
+    The root's attributes and text are read from the builder's root frame.
     """
 
-    def __init__(self, out: BinaryIO, conv: TreeConverter) -> None:
+    builder: TreeBuilder
+
+    def __init__(self, out: BinaryIO) -> None:
         self.out = out
-        self.conv = conv
         self.first: str | None = None
         self.pending: bytes | None = None
         self.streaming = False
-        self.groups: dict[str, _Group] = {}
+        self.groups: dict[str, Group] = {}
         self.forced: set[str] = set()
-        self.text: list[str] = []
-        self.root: Any = None
 
     def add(self, name: str, value: Any, forced: bool = False) -> None:
         data = orjson.dumps(value)
@@ -113,7 +112,7 @@ class JsonDocumentSink:
         if name != self.first:
             group = self.groups.get(name)
             if group is None:
-                group = self.groups[name] = _Group()
+                group = self.groups[name] = Group()
             group.add(data)
         elif self.streaming:
             self.out.write(b"," + data)
@@ -125,39 +124,42 @@ class JsonDocumentSink:
             self.pending = None
             self.streaming = True
 
-    def add_text(self, text: str | None) -> None:
-        """Text directly inside the root (``root.text`` and the children's tails)."""
-        if text and (not text.isspace() or self.text):
-            self.text.append(text)
+    def _root(self) -> list[Any]:
+        root = self.builder.root
+        assert root is not None
+        return root
 
-    def set_root(self, root: Any) -> None:
-        self.root = root
+    def _open_root(self) -> bytes:
+        """``{"name":`` (``[`` too when ``force_list`` names the root, as xmltodict)."""
+        name = self._root()[0]
+        forced = self.builder.forced(name, name, (name,))
+        return b"{" + orjson.dumps(name) + (b":[" if forced else b":")
 
-    def _root_name(self) -> str:
-        return self.conv.name(self.root)
+    def _close_root(self) -> bytes:
+        name = self._root()[0]
+        return b"]}" if self.builder.forced(name, name, (name,)) else b"}"
+
+    def _attrs(self) -> list[bytes]:
+        attrs = self._root()[1] or {}
+        return [orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in attrs.items()]
 
     def _start_stream(self) -> None:
-        self.out.write(b"{" + orjson.dumps(self._root_name()) + b":{")
-        attrs = self.conv.attributes(self.root, self.root.attrib, None) if self._has_attrs() else {}
-        for key, value in attrs.items():
-            self.out.write(orjson.dumps(key) + b":" + orjson.dumps(value) + b",")
+        self.out.write(self._open_root() + b"{")
+        for member in self._attrs():
+            self.out.write(member + b",")
         self.out.write(orjson.dumps(self.first) + b":[")
         if self.pending is not None:
             self.out.write(self.pending)
-
-    def _has_attrs(self) -> bool:
-        return bool(self.root.attrib) or self.conv.has_namespaces
 
     def abort(self) -> None:
         for group in self.groups.values():
             group.spool.close()
 
-    def finish(self, root: Any) -> None:
-        self.root = root
+    def finish(self) -> None:
         if self.streaming:
             self.out.write(b"]")
             self._finish_members(comma=True)
-            self.out.write(b"}}")
+            self.out.write(b"}" + self._close_root())
             return
         self._finish_small()
 
@@ -166,23 +168,21 @@ class JsonDocumentSink:
             self.out.write((b"," if comma else b"") + orjson.dumps(name) + b":")
             group.copy_to(self.out, as_list=group.count > 1 or name in self.forced)
             comma = True
-        text = self.conv.finish_value(None, "".join(self.text))
-        if text is not DROP and text is not None:
-            key = orjson.dumps(self.conv.o.text_key)
+        text = self.builder.finish_text(self._root()[2])
+        if text is not None:
+            key = orjson.dumps(self.builder.o.text_key)
             self.out.write((b"," if comma else b"") + key + b":" + orjson.dumps(text))
 
     def _finish_small(self) -> None:
         """Nothing was streamed: the root holds at most one value of its first key."""
-        attrs = self.conv.attributes(self.root, self.root.attrib, None) if self._has_attrs() else {}
-        name = orjson.dumps(self._root_name())
-        if not attrs and self.pending is None and not self.groups:
-            text = self.conv.finish_value(None, "".join(self.text))
-            value = None if text is DROP else text
-            self.out.write(b"{" + name + b":" + orjson.dumps(value) + b"}")
+        root = self._root()
+        members = self._attrs()
+        if not members and self.pending is None and not self.groups:
+            value = self.builder.root_value(root)
+            self.out.write(self._open_root() + orjson.dumps(value) + self._close_root())
             return
-        members = [orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in attrs.items()]
         if self.pending is not None:
             members.append(orjson.dumps(self.first) + b":" + self.pending)
-        self.out.write(b"{" + name + b":{" + b",".join(members))
+        self.out.write(self._open_root() + b"{" + b",".join(members))
         self._finish_members(comma=bool(members))
-        self.out.write(b"}}")
+        self.out.write(b"}" + self._close_root())
