@@ -164,8 +164,7 @@ class StepContext:
         The file is moved into the job's output folder under ``name`` (or its own name).
         """
         resolved = Path(path).resolve()
-        inside = any(resolved.is_relative_to(d.resolve()) for d in (self.workdir, self.output_dir))
-        if not inside or not resolved.is_file():
+        if not self._is_job_file(resolved):
             raise ValueError(f"outputs must be files inside the job's work folder: {path}")
         final_name = safe_output_name(name or resolved.name)
         final = self.output_dir.resolve() / final_name
@@ -181,8 +180,18 @@ class StepContext:
         return output
 
     def pass_on(self, path: Path) -> None:
-        """Make ``path`` (a file under ``workdir``) the input of the steps after this one."""
+        """Make ``path`` the input of the steps after this one.
+
+        ``path`` is a scratch file under ``workdir`` or one of this job's outputs (a
+        transform's result is both offered and read on): the runner keeps outputs in
+        their own folder, so both folders count as the job's.
+        """
         resolved = Path(path).resolve()
-        if not resolved.is_relative_to(self.workdir.resolve()) or not resolved.is_file():
+        if not self._is_job_file(resolved):
             raise ValueError(f"only files inside the job's work folder can be passed on: {path}")
         self.passed_on = resolved
+
+    def _is_job_file(self, resolved: Path) -> bool:
+        """A file in this job's work or output folder (``resolved`` is absolute)."""
+        folders = (self.workdir.resolve(), self.output_dir.resolve())
+        return resolved.is_file() and any(resolved.is_relative_to(d) for d in folders)
