@@ -57,11 +57,12 @@ def execute_job(service: Service, job_id: str, *, start_method: str = "forkserve
 
 
 def end_event(service: Service, job_id: str, result: RunResult) -> dict[str, Any]:
-    """The ``end`` event's data; a failed or cancelled job offers no outputs at all."""
+    """The ``end`` event's data; a cancelled job offers no outputs, a failed one its complete
+    files (such as validate's list of violations)."""
     from .service import output_url
 
     end: dict[str, Any] = {"status": str(result.status), "error": result.error, "outputs": []}
-    if result.status is JobStatus.SUCCEEDED:
+    if result.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) and result.outputs:
         end["outputs"] = [
             {
                 "name": o.name,
