@@ -184,6 +184,10 @@ TEST_CONFIG = """
 """
 TEST_STEPS = {
     "shout": """
+        from xmlflow.step import UploadOption
+
+        UPLOAD_OPTIONS = [UploadOption("suffix", "string", "added to the text", default="!")]
+
         def run_shout(ctx):
             text = ctx.input.read_text()
             with ctx.open_output(ctx.stem + ".upper.txt", "w") as out:

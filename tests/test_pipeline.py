@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from xmlflow.errors import StepLoadError
+from xmlflow.errors import ConfigError, StepLoadError
 from xmlflow.models import EventType, JobStatus, StepSpec
-from xmlflow.pipeline import JobRun, load_step
+from xmlflow.pipeline import JobRun, check_pipelines, load_step, upload_options
+from xmlflow.step import JsonType, UploadOption
 
 from .conftest import write_config
 
@@ -220,3 +221,50 @@ def test_loader_errors_say_what_was_looked_for(tmp_path: Path) -> None:
         load_step(StepSpec("broken", "B", "run"), steps_dir)
     with pytest.raises(StepLoadError, match="no function 'nope'"):
         load_step(StepSpec("cleanup", "C", "nope"), steps_dir)
+
+
+def test_a_malformed_upload_options_declaration_stops_start_up(tmp_path: Path) -> None:
+    bad = "UPLOAD_OPTIONS = [{'name': 'x'}]\ndef run(ctx):\n    pass\n"
+    steps_dir = user_steps(tmp_path, loose=bad)
+    with pytest.raises(ConfigError, match="'loose': UPLOAD_OPTIONS must be a list of"):
+        check_pipelines({"p": [StepSpec("loose", "L", "run")]}, steps_dir)
+
+
+def test_a_user_step_declares_its_upload_options(tmp_path: Path) -> None:
+    code = (
+        "from xmlflow.step import UploadOption\n"
+        "UPLOAD_OPTIONS = [UploadOption('top', 'integer', 'how many', 10, minimum=1,"
+        " at_most_configured=True)]\n"
+        "def run(ctx):\n    pass\n"
+    )
+    steps_dir = user_steps(tmp_path, counted=code)
+    (top,) = upload_options(StepSpec("counted", "C", "run"), steps_dir).values()
+    assert top.problem(5, 10) is None
+    assert top.problem(11, 10) == "may only lower the configured limit of 10, not raise it"
+    assert top.problem(0, 10) == "must be at least 1, not 0"
+    assert top.problem(True, 10) == "must be a whole number, not True"
+    assert top.to_dict(20) == {
+        "name": "top",
+        "type": "integer",
+        "default": 20,
+        "help": "how many",
+        "minimum": 1,
+        "maximum": 20,
+    }
+    assert upload_options(StepSpec("cleanup", "C", "run_cleanup_step"), None) == {}
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        ("boolean", False, 0),
+        ("number", 1.5, "1.5"),
+        ("string", "", None),
+        ("array", ["a", "b/c"], ["a", 1]),
+        ("object", {"u": "p", "v": None}, {"u": 1}),
+    ],
+)
+def test_upload_option_types_are_json_types(kind: JsonType, good: object, bad: object) -> None:
+    option = UploadOption("k", kind, "help")
+    assert option.problem(good, None) is None
+    assert (option.problem(bad, None) or "").startswith("must be ")

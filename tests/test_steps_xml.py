@@ -32,6 +32,8 @@ BOOKS = b"""<?xml version="1.0"?>
 def make_ctx(tmp_path: Path, data: bytes = BOOKS, **options: Any) -> StepContext:
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
+    out = tmp_path / "out"  # a folder of its own, as the runner gives it
+    out.mkdir(exist_ok=True)
     src = tmp_path / "books.xml"
     src.write_bytes(data)
     events: list[tuple[float, str | None]] = []
@@ -40,6 +42,7 @@ def make_ctx(tmp_path: Path, data: bytes = BOOKS, **options: Any) -> StepContext
         step_id="step",
         input=src,
         workdir=work,
+        outdir=out,
         filename="books.xml",
         options=options,
         config_dir=tmp_path,
@@ -50,14 +53,16 @@ def make_ctx(tmp_path: Path, data: bytes = BOOKS, **options: Any) -> StepContext
 
 
 def files_in(ctx: StepContext) -> list[str]:
-    return sorted(p.name for p in ctx.workdir.iterdir())
+    """The outputs (the scratch folder must be left empty by these steps)."""
+    assert list(ctx.workdir.iterdir()) == []
+    return sorted(p.name for p in ctx.output_dir.iterdir())
 
 
 def test_process_xml_writes_json(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     run_xml_processing_step(ctx)
     assert files_in(ctx) == ["books.json"]
-    doc = json.loads((ctx.workdir / "books.json").read_text())
+    doc = json.loads((ctx.output_dir / "books.json").read_text())
     assert doc["catalog"]["@region"] == "eu"
     assert doc["catalog"]["@xmlns:x"] == "urn:x"
     assert [b["title"] for b in doc["catalog"]["book"]] == ["Dune", "Emma", "Ubik"]
@@ -69,12 +74,12 @@ def test_process_xml_writes_json(tmp_path: Path) -> None:
 def test_process_xml_jsonl_and_split(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, mode="jsonl", coerce_types=True)
     run_xml_processing_step(ctx)
-    lines = (ctx.workdir / "books.jsonl").read_text().splitlines()
+    lines = (ctx.output_dir / "books.jsonl").read_text().splitlines()
     assert [json.loads(line)["price"] for line in lines] == [9.5, 4, 12]
     (tmp_path / "s").mkdir()
     ctx = make_ctx(tmp_path / "s", mode="split")
     run_xml_processing_step(ctx)
-    with zipfile.ZipFile(ctx.workdir / "books.zip") as zf:
+    with zipfile.ZipFile(ctx.output_dir / "books.zip") as zf:
         assert zf.namelist() == ["000001-book.json", "000002-book.json", "000003-book.json"]
         assert json.loads(zf.read("000002-book.json"))["title"] == "Emma"
 
@@ -149,7 +154,7 @@ def test_transform_writes_and_passes_on(tmp_path: Path) -> None:
     (tmp_path / "t.xsl").write_bytes(XSLT)
     ctx = make_ctx(tmp_path, stylesheet="t.xsl")
     run_transform_step(ctx)
-    assert ctx.passed_on == (ctx.workdir / "books.xml").resolve()
+    assert ctx.passed_on == (ctx.output_dir / "books.xml").resolve()
     root = etree.parse(str(ctx.passed_on)).getroot()
     assert [t.text for t in root] == ["Dune", "Emma", "Ubik"]
 
@@ -185,7 +190,7 @@ def test_xpath_filter_with_record_path(tmp_path: Path) -> None:
 def test_split_step_one_document_per_record(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     run_split_step(ctx)
-    with zipfile.ZipFile(ctx.workdir / "books.zip") as zf:
+    with zipfile.ZipFile(ctx.output_dir / "books.zip") as zf:
         names = zf.namelist()
         first = etree.fromstring(zf.read(names[0]))
     assert names == ["000001-book.xml", "000002-book.xml", "000003-book.xml"]
@@ -197,7 +202,7 @@ def test_split_zip_is_readable_by_zipfile_with_many_entries(tmp_path: Path) -> N
     data = b"<r>" + b"".join(b"<i n='%d'/>" % n for n in range(70_000)) + b"</r>"
     ctx = make_ctx(tmp_path, data=data, mode="split", drop_empty=False)
     run_xml_processing_step(ctx)
-    with zipfile.ZipFile(io.BytesIO((ctx.workdir / "books.zip").read_bytes())) as zf:
+    with zipfile.ZipFile(io.BytesIO((ctx.output_dir / "books.zip").read_bytes())) as zf:
         assert len(zf.namelist()) == 70_000  # beyond 65,535: needs the Zip64 records
         assert json.loads(zf.read("070000-i.json")) == {"@n": "69999"}
 

@@ -70,7 +70,8 @@ def _out_option(help: str) -> Callable[[F], F]:
     metavar="STEP.KEY=VALUE",
     envvar="XMLFLOW_OPTIONS",
     show_envvar=True,
-    help="A per-job step option (repeatable); VALUE is JSON when it parses as JSON.",
+    help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
+    "them); VALUE is JSON when it parses as JSON.",
 )
 @click.option(
     "--json",

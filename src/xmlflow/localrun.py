@@ -96,7 +96,7 @@ class LocalRun:
             raise Unprocessable(
                 f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(settings.pipelines)}
             )
-        check_job_options(options, settings.pipelines[pipeline])
+        check_job_options(options, settings.pipelines[pipeline], settings)
         self.settings = settings
         self.pipeline = pipeline
         self.options = options

@@ -32,7 +32,7 @@ from .errors import (
     StepTimeout,
 )
 from .models import EventType, JobStatus, StepSpec, StepStatus
-from .step import Output, StepContext
+from .step import Output, StepContext, UploadOption
 
 log = logging.getLogger(__name__)
 
@@ -120,20 +120,50 @@ def check_pipelines(
 
 def check_step(spec: StepSpec, steps_dir: Path | None, config_dir: Path | None) -> None:
     """Load one step and run its ``check_options``; raises what a broken entry deserves."""
-    func = load_step(spec, steps_dir)
-    check = getattr(sys.modules.get(func.__module__), "check_options", None)
+    upload_options(spec, steps_dir)
+    check_step_options(spec, spec.options, steps_dir, config_dir)
+
+
+def check_step_options(
+    spec: StepSpec, options: dict[str, Any], steps_dir: Path | None, config_dir: Path | None
+) -> None:
+    """Run the step's ``check_options`` (if it has one) on ``options``."""
+    check = getattr(step_module(spec, steps_dir), "check_options", None)
     if callable(check):
-        check(_options_context(spec, config_dir))
+        check(_options_context(spec, options, config_dir))
 
 
-def _options_context(spec: StepSpec, config_dir: Path | None) -> StepContext:
+def step_module(spec: StepSpec, steps_dir: Path | None) -> ModuleType | None:
+    """The module the step's function lives in (loading it if needed)."""
+    return sys.modules.get(load_step(spec, steps_dir).__module__)
+
+
+def upload_options(spec: StepSpec, steps_dir: Path | None) -> dict[str, UploadOption]:
+    """The options an upload may set for this step, by name: its ``UPLOAD_OPTIONS``.
+
+    A step that declares none accepts none. A malformed declaration is a
+    :class:`ConfigError`, so it stops start-up rather than letting anything through.
+    """
+    declared = getattr(step_module(spec, steps_dir), "UPLOAD_OPTIONS", ())
+    if not isinstance(declared, list | tuple) or not all(
+        isinstance(o, UploadOption) for o in declared
+    ):
+        raise ConfigError(
+            f"step {spec.id!r}: UPLOAD_OPTIONS must be a list of xmlflow.step.UploadOption"
+        )
+    return {o.name: o for o in declared}
+
+
+def _options_context(
+    spec: StepSpec, options: dict[str, Any], config_dir: Path | None
+) -> StepContext:
     return StepContext(
         job_id="",
         step_id=spec.id,
         input=Path(os.devnull),
         workdir=Path(os.devnull),
         filename="",
-        options=dict(spec.options),
+        options=dict(options),
         config_dir=config_dir,
     )
 
@@ -179,8 +209,8 @@ class JobRun:
         started = time.monotonic()
         self._step_event(index, spec, StepStatus.RUNNING)
         deadline = started + self.step_timeout if self.step_timeout else None
+        ctx = self._context(index, spec, current, deadline)
         try:
-            ctx = self._context(index, spec, current, deadline)
             self._wait_delay(spec.delay, deadline)
             if spec.error_chance and self.rng.random() < spec.error_chance:
                 raise InjectedFailure(
@@ -194,12 +224,16 @@ class JobRun:
             return JobStatus.CANCELLED, "cancelled by request", current
         except Exception as exc:
             message = describe_failure(spec, exc)
+            self._keep_outputs(ctx)  # complete files only, e.g. validate's list of violations
             self._step_event(index, spec, StepStatus.FAILED, started, message)
             return JobStatus.FAILED, message, current
-        for output in ctx.outputs:
-            self.outputs[output.name] = output
+        self._keep_outputs(ctx)
         self._step_event(index, spec, StepStatus.SUCCEEDED, started)
         return JobStatus.SUCCEEDED, None, ctx.passed_on or current
+
+    def _keep_outputs(self, ctx: StepContext) -> None:
+        for output in ctx.outputs:
+            self.outputs[output.name] = output
 
     def _context(
         self, index: int, spec: StepSpec, current: Path, deadline: float | None

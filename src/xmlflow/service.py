@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import Backend, EventLog, JobStore, open_backend
-from .errors import Conflict, NotFound, QueueFull, Unprocessable, is_backend_outage
+from .errors import Conflict, NotFound, QueueFull, is_backend_outage
 from .jobprocess import INTERRUPTED, kill_children
 from .leftovers import remove_leftovers
-from .models import EventType, Job, JobStatus, StepSpec
+from .models import EventType, Job, JobStatus
 from .pipeline import check_pipelines
 from .settings import Settings
 from .step import safe_output_name
+from .upload_options import check_job_options as check_job_options
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Service:
     ) -> Job:
         """Turn a completely received upload into a queued job and hand it to the executor."""
         specs = self.settings.pipeline(pipeline)
-        check_job_options(options or {}, specs)
+        check_job_options(options or {}, specs, self.settings)
         if self.store.count_queued() >= self.settings.max_queued:
             raise QueueFull(
                 f"{self.settings.max_queued} jobs are already waiting (XMLFLOW_MAX_QUEUED); "
@@ -230,19 +231,6 @@ class Service:
         if expired:
             log.info("retention: removed %d job(s)", len(expired))
         return len(expired)
-
-
-def check_job_options(options: dict[str, dict[str, Any]], specs: list[StepSpec]) -> None:
-    """Per-job options may only name steps of the job's pipeline: a typo must not pass silently."""
-    unknown = sorted(set(options) - {s.id for s in specs})
-    if unknown:
-        raise Unprocessable(
-            f"options name step(s) not in this pipeline: {', '.join(unknown)}",
-            details={"unknown": unknown, "steps": [s.id for s in specs]},
-        )
-    for step_id, values in options.items():
-        if not isinstance(values, dict):
-            raise Unprocessable(f"options for step {step_id!r} must be an object of key: value")
 
 
 def interrupted_end() -> dict[str, Any]:

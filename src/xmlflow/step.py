@@ -38,6 +38,16 @@ Rules a step follows:
   :class:`~xmlflow.errors.JobCancelled`) when it is true.
 - Raise an exception to fail: :class:`~xmlflow.errors.StepFailed` for a message a
   person can act on; any other exception also fails the step, with its text.
+- Declare in ``UPLOAD_OPTIONS`` (a list of :class:`UploadOption`) the options an
+  upload's ``options`` field may set; a step that declares none accepts none. Never
+  declare a path, code, or a limit an upload could raise::
+
+      UPLOAD_OPTIONS = [
+          UploadOption("mode", "string", "what to write", default="json",
+                       choices=("json", "jsonl")),
+          UploadOption("max_rows", "integer", "stop after this many rows",
+                       default=1000, minimum=1, at_most_configured=True),
+      ]
 
 This module imports neither Flask nor a storage backend: steps run the same in the
 web process, in an RQ worker and under ``xmlflow run``.
@@ -52,9 +62,105 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
-__all__ = ["Output", "StepContext"]
+__all__ = ["JsonType", "Output", "StepContext", "UploadOption"]
+
+JsonType = Literal["boolean", "integer", "number", "string", "array", "object"]
+"""An option value's JSON type; ``array`` is a list of strings, ``object`` maps
+strings to strings (or ``null``)."""
+
+
+@dataclass(frozen=True)
+class UploadOption:
+    """One option of a step that an upload (and ``xmlflow run --option``) may set.
+
+    The declaration is all the service trusts: a key a step does not declare, a value
+    of another type, a value outside ``choices`` or a limit raised above what
+    ``config.py`` set are refused before any job exists. ``GET /api/pipelines`` lists
+    the declarations, so clients can offer them.
+    """
+
+    name: str
+    type: JsonType | tuple[JsonType, ...]
+    help: str
+    default: Any = None
+    """What the step uses when neither ``config.py`` nor the upload sets it (shown only)."""
+    choices: tuple[Any, ...] = ()
+    """If given, the only values allowed."""
+    minimum: float | None = None
+    """For numbers: the smallest value allowed."""
+    at_most_configured: bool = False
+    """For limits: an upload may lower the value set in ``config.py`` (else ``default``),
+    never raise it."""
+
+    @property
+    def types(self) -> tuple[JsonType, ...]:
+        return self.type if isinstance(self.type, tuple) else (self.type,)
+
+    def problem(self, value: Any, configured: Any) -> str | None:
+        """Why ``value`` may not be set by an upload, or None when it may.
+
+        ``configured`` is the step's value in ``config.py`` (``default`` if it has none).
+        """
+        if not any(_is_json_type(value, t) for t in self.types):
+            return f"must be {' or '.join(_TYPE_WORDS[t] for t in self.types)}, not {value!r:.80}"
+        if self.choices and value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            return f"must be one of {allowed}, not {value!r:.80}"
+        if _is_number(value):
+            if self.minimum is not None and value < self.minimum:
+                return f"must be at least {self.minimum:g}, not {value!r}"
+            if self.at_most_configured and _is_number(configured) and value > configured:
+                return f"may only lower the configured limit of {configured!r}, not raise it"
+        return None
+
+    def to_dict(self, configured: Any = None) -> dict[str, Any]:
+        """The declaration as ``GET /api/pipelines`` shows it, with the configured value."""
+        types = list(self.types)
+        d: dict[str, Any] = {
+            "name": self.name,
+            "type": types[0] if len(types) == 1 else types,
+            "default": self.default if configured is None else configured,
+            "help": self.help,
+        }
+        if self.choices:
+            d["choices"] = list(self.choices)
+        if self.minimum is not None:
+            d["minimum"] = self.minimum
+        if self.at_most_configured:
+            d["maximum"] = d["default"]
+        return d
+
+
+_TYPE_WORDS: dict[str, str] = {
+    "boolean": "true or false",
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list of strings",
+    "object": "an object of string values",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_json_type(value: Any, kind: JsonType) -> bool:
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return _is_number(value)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "array":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in value.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -164,8 +270,7 @@ class StepContext:
         The file is moved into the job's output folder under ``name`` (or its own name).
         """
         resolved = Path(path).resolve()
-        inside = any(resolved.is_relative_to(d.resolve()) for d in (self.workdir, self.output_dir))
-        if not inside or not resolved.is_file():
+        if not self._is_job_file(resolved):
             raise ValueError(f"outputs must be files inside the job's work folder: {path}")
         final_name = safe_output_name(name or resolved.name)
         final = self.output_dir.resolve() / final_name
@@ -181,8 +286,18 @@ class StepContext:
         return output
 
     def pass_on(self, path: Path) -> None:
-        """Make ``path`` (a file under ``workdir``) the input of the steps after this one."""
+        """Make ``path`` the input of the steps after this one.
+
+        ``path`` is a scratch file under ``workdir`` or one of this job's outputs (a
+        transform's result is both offered and read on): the runner keeps outputs in
+        their own folder, so both folders count as the job's.
+        """
         resolved = Path(path).resolve()
-        if not resolved.is_relative_to(self.workdir.resolve()) or not resolved.is_file():
+        if not self._is_job_file(resolved):
             raise ValueError(f"only files inside the job's work folder can be passed on: {path}")
         self.passed_on = resolved
+
+    def _is_job_file(self, resolved: Path) -> bool:
+        """A file in this job's work or output folder (``resolved`` is absolute)."""
+        folders = (self.workdir.resolve(), self.output_dir.resolve())
+        return resolved.is_file() and any(resolved.is_relative_to(d) for d in folders)

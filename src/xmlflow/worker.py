@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between looks at the store's cancel flag
+OFFERS_OUTPUTS = (JobStatus.SUCCEEDED, JobStatus.FAILED)  # a failed job keeps its complete files
 
 Lost = Callable[[], bool]
 # Given the claimed job, keeps the run's claim alive while the run lasts; yields ``lost()``.
@@ -111,7 +112,7 @@ def _finish(service: Service, job: Job, run_dir: Path, result: RunResult, lost: 
     job_dir = service.job_dir(job.id)
     _still_current(service, job, lost)
     (job_dir / "source").unlink(missing_ok=True)
-    published = result.status is JobStatus.SUCCEEDED and _publish(run_dir / "out", job_dir / "out")
+    published = result.status in OFFERS_OUTPUTS and _publish(run_dir / "out", job_dir / "out")
     try:
         end = end_event(job.id, result)
         service.events.append(job.id, EventType.END, end, attempt=job.attempt)
@@ -141,11 +142,12 @@ def _publish(outputs: Path, out: Path) -> bool:
 
 
 def end_event(job_id: str, result: RunResult) -> dict[str, Any]:
-    """The ``end`` event's data; a failed or cancelled job offers no outputs at all."""
+    """The ``end`` event's data; a cancelled job offers no outputs, a failed one its complete
+    files (such as validate's list of violations)."""
     from .service import output_url
 
     end: dict[str, Any] = {"status": str(result.status), "error": result.error, "outputs": []}
-    if result.status is JobStatus.SUCCEEDED:
+    if result.status in OFFERS_OUTPUTS and result.outputs:
         end["outputs"] = [
             {
                 "name": o.name,

@@ -183,6 +183,9 @@ def test_pipelines_lists_names_and_steps(api: Server) -> None:
         "delay": 30.0,
         "error_chance": 0.0,
         "options": {"suffix": "!"},
+        "upload_options": [
+            {"name": "suffix", "type": "string", "default": "!", "help": "added to the text"}
+        ],
     }
 
 

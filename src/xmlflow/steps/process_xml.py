@@ -1,22 +1,73 @@
 """The seed's step: convert the uploaded XML to JSON (one document, JSON Lines or a zip).
 
 Options are :class:`~xmlflow.xml.ConvertOptions` (see ``docs/xml.md``); they are
-checked before any byte is read. The output is written through ``ctx.open_output``,
-so a failed or cancelled conversion never leaves a partial file behind.
+checked before any byte is read. An upload may set the output mode and the options
+that shape values and keys (:data:`UPLOAD_OPTIONS`), never a file (``force_list_xsd``),
+code (``postprocessor``) or a safety setting it could loosen. The output is written
+through ``ctx.open_output``, so a failed or cancelled conversion never leaves a partial file behind.
 """
 
 from __future__ import annotations
 
-from typing import BinaryIO, cast
+from dataclasses import fields
+from typing import Any, BinaryIO, cast
 
 from xmlflow.errors import JobCancelled
-from xmlflow.step import StepContext
+from xmlflow.step import StepContext, UploadOption
 from xmlflow.xml import ConvertOptions
 from xmlflow.xml.native import convert_file, native_module
 
-__all__ = ["run_xml_processing_step"]
+__all__ = ["UPLOAD_OPTIONS", "run_xml_processing_step"]
 
 SUFFIX = {"json": ".json", "jsonl": ".jsonl", "split": ".zip"}
+
+_DEFAULTS = ConvertOptions()
+
+
+def _flag(name: str, help: str, **kwargs: Any) -> UploadOption:
+    """A true/false option, shown with the converter's own default."""
+    return UploadOption(name, "boolean", help, default=getattr(_DEFAULTS, name, False), **kwargs)
+
+
+_DECLARED = (
+    UploadOption(
+        "mode",
+        "string",
+        "json: one document; jsonl: one record per line; split: a zip of one file per record",
+        default="json",
+        choices=("json", "jsonl", "split"),
+    ),
+    UploadOption("record_path", "string", "the records' element path, e.g. catalog/book"),
+    UploadOption("force_list", "array", "element names or paths always given as lists", []),
+    UploadOption("attr_prefix", "string", "prefix of attribute keys", default="@"),
+    UploadOption("text_key", "string", "key of the text of an element with attributes", "#text"),
+    UploadOption(
+        "namespaces",
+        ("string", "object"),
+        "'keep' prefixes as written, 'strip' them, or {namespace URI: prefix}",
+        default="keep",
+    ),
+    _flag("coerce_types", "numbers and true/false as JSON values, not strings"),
+    _flag("strip_text", "strip leading and trailing whitespace from text"),
+    _flag("collapse_whitespace", "runs of whitespace in text become one space"),
+    _flag("drop_empty", "leave out empty elements"),
+    _flag("drop_comments", "leave out comments"),
+    _flag("drop_pis", "leave out processing instructions"),
+    UploadOption("drop", "array", "element names or paths left out", default=[]),
+    UploadOption("rename", "object", "{element name or path: new key}", default={}),
+    _flag("xml_attribs", "keep attributes (xmltodict's xml_attribs)"),
+    UploadOption(
+        "force_cdata", ("boolean", "array"), "text always under the text key", default=False
+    ),
+    UploadOption("cdata_separator", "string", "joins the text pieces of mixed content", ""),
+    _flag(
+        "disable_entities",
+        "refuse documents that declare entities (an upload may only turn it on)",
+        choices=(True,),
+    ),
+)
+UPLOAD_OPTIONS = [o for o in _DECLARED if o.name in {f.name for f in fields(ConvertOptions)}]
+"""What an upload may set: the declarations the converter in use knows."""
 
 
 def check_options(ctx: StepContext) -> None:

@@ -12,19 +12,41 @@ from typing import BinaryIO, cast
 
 from lxml import etree
 
-from xmlflow.errors import JobCancelled, StepFailed
-from xmlflow.step import StepContext
+from xmlflow.errors import ConfigError, JobCancelled, StepFailed
+from xmlflow.step import StepContext, UploadOption
 from xmlflow.xml.options import split_path
 from xmlflow.xml.records import iter_records
 from xmlflow.xml.zipstream import ZipWriter
 
 __all__ = ["run_split_step"]
 
+UPLOAD_OPTIONS = [
+    UploadOption("record_path", "string", "the records' element path, e.g. catalog/book"),
+]
+
+
+def check_options(ctx: StepContext) -> None:
+    """At start-up and upload: ``record_path`` is an element path."""
+    record_path_option(ctx)
+
+
+def record_path_option(ctx: StepContext) -> tuple[str, ...] | None:
+    """The ``record_path`` option as path steps, or None (the root's repeated child)."""
+    raw = ctx.options.get("record_path")
+    if raw is None or raw == "":
+        return None
+    parts = split_path(raw) if isinstance(raw, str) else ()
+    if not parts or not all(parts):
+        raise ConfigError(
+            f"step {ctx.step_id!r}: option 'record_path' must be an element path "
+            f"such as catalog/book, not {raw!r}"
+        )
+    return parts
+
 
 def run_split_step(ctx: StepContext) -> None:
     """Write every record as its own XML document into ``<stem>.zip``."""
-    raw_path = ctx.options.get("record_path")
-    record_path = split_path(raw_path) if isinstance(raw_path, str) and raw_path else None
+    record_path = record_path_option(ctx)
     size = max(ctx.input.stat().st_size, 1)
     count = 0
 

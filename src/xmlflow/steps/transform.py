@@ -13,12 +13,15 @@ from __future__ import annotations
 from lxml import etree
 
 from xmlflow.errors import ConfigError, JobCancelled, StepFailed
-from xmlflow.step import StepContext
+from xmlflow.step import StepContext, UploadOption
 from xmlflow.steps.validate import resolve_option_path
 from xmlflow.xml.parser import parse_document
 from xmlflow.xml.schema import local_parser
 
 __all__ = ["run_transform_step"]
+
+UPLOAD_OPTIONS: list[UploadOption] = []
+"""Nothing: the stylesheet is code and a path; the output name is the operator's."""
 
 
 def check_options(ctx: StepContext) -> None:

@@ -19,16 +19,25 @@ from typing import Any
 from lxml import etree
 
 from xmlflow.errors import ConfigError, JobCancelled, StepFailed
-from xmlflow.step import StepContext
-from xmlflow.xml.options import split_path
+from xmlflow.step import StepContext, UploadOption
+from xmlflow.steps.split import record_path_option
 from xmlflow.xml.records import iter_records
 
 __all__ = ["run_xpath_filter_step"]
 
+UPLOAD_OPTIONS = [
+    UploadOption("record_path", "string", "the records' element path, e.g. catalog/book"),
+]
+"""Not ``xpath``: an expression is code. EXSLT regular expressions can backtrack
+catastrophically and even plain XPath 1.0 can cost polynomial time over a record, in C,
+where cancel does not reach; an operator who wants several filters configures several
+pipelines."""
+
 
 def check_options(ctx: StepContext) -> None:
-    """At start-up: the XPath compiles."""
+    """At start-up and upload: the XPath compiles, ``record_path`` is a path."""
     _compile(ctx)
+    record_path_option(ctx)
 
 
 def _compile(ctx: StepContext) -> etree.XPath:
@@ -56,8 +65,7 @@ def _matches(ctx: StepContext, xpath: etree.XPath, record: Any) -> bool:
 def run_xpath_filter_step(ctx: StepContext) -> None:
     """Write the records matching ``xpath`` as ``<stem>.filtered.xml`` and pass it on."""
     xpath = _compile(ctx)
-    raw_path = ctx.options.get("record_path")
-    record_path = split_path(raw_path) if isinstance(raw_path, str) and raw_path else None
+    record_path = record_path_option(ctx)
     size = max(ctx.input.stat().st_size, 1)
     kept = seen = 0
 

@@ -20,7 +20,9 @@ from ..errors import (
     XmlflowError,
 )
 from ..models import Job, JobStatus, StepSpec
-from ..service import Service, check_job_options, output_url
+from ..service import Service, output_url
+from ..settings import Settings
+from ..upload_options import MAX_OPTIONS_CHARS, check_job_options, upload_options_json
 from . import service
 from .uploads import UploadRequest, take_uploads
 from .zipstream import stream_zip
@@ -71,7 +73,7 @@ def upload() -> tuple[dict[str, Any], int]:
             f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(svc.settings.pipelines)}
         )
     options = parse_options(request.form.get("options"))
-    check_job_options(options, svc.settings.pipeline(pipeline))
+    check_job_options(options, svc.settings.pipeline(pipeline), svc.settings)
     files = take_uploads(req)
     if not files:
         raise BadRequest("no file: send one or more files in the multipart field 'file'")
@@ -85,9 +87,18 @@ def upload() -> tuple[dict[str, Any], int]:
 
 
 def parse_options(raw: str | None) -> dict[str, dict[str, Any]]:
-    """The form field ``options``: JSON ``{"step_id": {"key": value}}`` (empty: none)."""
+    """The form field ``options``: JSON ``{"step_id": {"key": value}}`` (empty: none).
+
+    Capped at :data:`MAX_OPTIONS_CHARS`: every job of the upload keeps a copy.
+    """
     if not raw or not raw.strip():
         return {}
+    if len(raw) > MAX_OPTIONS_CHARS:
+        raise Unprocessable(
+            f"the options field is {len(raw)} characters long; "
+            f"the limit is {MAX_OPTIONS_CHARS} characters",
+            details={"field": "options", "length": len(raw), "limit": MAX_OPTIONS_CHARS},
+        )
     try:
         options = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -197,23 +208,25 @@ def download_zip(job_id: str) -> Response:
 @bp.get("/api/pipelines")
 def list_pipelines() -> dict[str, Any]:
     """The pipelines an upload may name, with their steps, so clients need not read config.py."""
-    pipelines = service().settings.pipelines
+    settings = service().settings
     return {
         "default": "default",
         "pipelines": [
-            {"name": name, "steps": [_step_json(s) for s in specs]}
-            for name, specs in pipelines.items()
+            {"name": name, "steps": [_step_json(s, settings) for s in specs]}
+            for name, specs in settings.pipelines.items()
         ],
     }
 
 
-def _step_json(spec: StepSpec) -> dict[str, Any]:
+def _step_json(spec: StepSpec, settings: Settings) -> dict[str, Any]:
+    """A step with its configured options and the ones an upload may set."""
     return {
         "id": spec.id,
         "name": spec.name,
         "delay": spec.delay,
         "error_chance": spec.error_chance,
         "options": spec.options,
+        "upload_options": upload_options_json(spec, settings),
     }
 
 
