@@ -7,13 +7,25 @@ resumes every job, and one ``requests.Session`` gets three streams in a row.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import time
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
 from ..integration.test_stream_many import (
     assert_same_as_own_streams,
     read_many,
+    stream_url,
     three_streams_on_one_session,
     upload_jobs,
 )
 from .conftest import Cluster
+from .test_faults import _open_stream
+
+pytestmark = pytest.mark.redis
 
 
 def test_one_stream_for_several_jobs_resumes_and_closes_on_gunicorn(cluster: Cluster) -> None:
@@ -45,3 +57,22 @@ def test_a_live_job_followed_from_beyond_its_last_event_still_ends(cluster: Clus
     events = read_many(web, [job_id], last_event_id="999")
     assert events[-1][1] == "end"
     assert web.job(job_id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("web_workers", [None, 1], ids=["werkzeug", "gunicorn"])
+def test_sigterm_ends_several_job_streams_promptly(
+    cluster: Cluster, web_workers: int | None
+) -> None:
+    """Each job's pump ends with the event log, and so the stream: no wait for keepalives."""
+    web = cluster.web(web_workers)  # no worker: the jobs stay queued, the streams open
+    job_ids = upload_jobs(web, paced=0, quick=3)
+    assert web.proc
+    with httpx.Client(timeout=httpx.Timeout(30, connect=5)) as client, ExitStack() as stack:
+        streams = [_open_stream(stack, client, stream_url(web, job_ids)) for _ in range(3)]
+        started = time.monotonic()
+        web.proc.terminate()
+        for frames in streams:
+            with contextlib.suppress(httpx.TransportError):
+                list(frames)  # returns when the server ends the stream
+        assert time.monotonic() - started < 5
+    assert web.proc.wait(10) in (0, -signal.SIGTERM)
