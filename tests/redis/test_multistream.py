@@ -7,12 +7,6 @@ resumes every job, and one ``requests.Session`` gets three streams in a row.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import time
-from contextlib import ExitStack
-
-import httpx
 import pytest
 
 from ..integration.test_stream_many import (
@@ -23,7 +17,7 @@ from ..integration.test_stream_many import (
     upload_jobs,
 )
 from .conftest import Cluster
-from .test_faults import _open_stream
+from .test_faults import assert_sigterm_ends_streams
 
 pytestmark = pytest.mark.redis
 
@@ -66,13 +60,4 @@ def test_sigterm_ends_several_job_streams_promptly(
     """Each job's pump ends with the event log, and so the stream: no wait for keepalives."""
     web = cluster.web(web_workers)  # no worker: the jobs stay queued, the streams open
     job_ids = upload_jobs(web, paced=0, quick=3)
-    assert web.proc
-    with httpx.Client(timeout=httpx.Timeout(30, connect=5)) as client, ExitStack() as stack:
-        streams = [_open_stream(stack, client, stream_url(web, job_ids)) for _ in range(3)]
-        started = time.monotonic()
-        web.proc.terminate()
-        for frames in streams:
-            with contextlib.suppress(httpx.TransportError):
-                list(frames)  # returns when the server ends the stream
-        assert time.monotonic() - started < 5
-    assert web.proc.wait(10) in (0, -signal.SIGTERM)
+    assert_sigterm_ends_streams(web, [stream_url(web, job_ids)] * 3)
