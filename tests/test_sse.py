@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from xmlflow import sse
+from xmlflow.models import Event, EventType
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,56 @@ def test_parse_last_event_id(header: str | None, expected: int) -> None:
 
 
 def test_headers_defeat_proxy_buffering_and_caches() -> None:
-    assert sse.HEADERS["Cache-Control"] == "no-store"
+    assert sse.HEADERS["Cache-Control"] == "no-cache, no-store"
     assert sse.HEADERS["X-Accel-Buffering"] == "no"
     assert sse.HEADERS["Content-Type"].startswith("text/event-stream")
+
+
+def test_headers_leave_the_connection_to_the_server() -> None:
+    """werkzeug adds ``Connection: close``: a second, contrary header hung reused sockets."""
+    assert "connection" not in {name.lower() for name in sse.HEADERS}
+
+
+@pytest.mark.parametrize(
+    ("event", "positions", "expected"),
+    [
+        (
+            Event("ab12", 3, EventType.PROGRESS, {"step": "x", "progress": 0.5}),
+            "3.0",
+            b'id: 3.0\nevent: progress\ndata: {"step":"x","progress":0.5,"job":"ab12"}\n\n',
+        ),
+        (
+            Event("ab12", 1, EventType.JOB, {"job": "ab12", "status": "queued"}),
+            "0.1",
+            b'id: 0.1\nevent: job\ndata: {"job":"ab12","status":"queued"}\n\n',
+        ),
+    ],
+)
+def test_job_frame(event: Event, positions: str, expected: bytes) -> None:
+    assert sse.job_frame(event, positions) == expected
+
+
+@pytest.mark.parametrize(("positions", "expected"), [([7], "7"), ([12, 0, 7], "12.0.7"), ([], "")])
+def test_positions_id(positions: list[int], expected: str) -> None:
+    assert sse.positions_id(positions) == expected
+
+
+@pytest.mark.parametrize(
+    ("header", "count", "expected"),
+    [
+        ("12.0.7", 3, [12, 0, 7]),
+        (" 3.4 ", 2, [3, 4]),
+        ("5", 1, [5]),
+        (None, 2, [0, 0]),
+        ("", 2, [0, 0]),
+        ("5", 2, [0, 0]),  # a one-job id for two jobs: which one? start over
+        ("1.2.3", 2, [0, 0]),
+        ("1.-2", 2, [0, 0]),
+        ("1.x", 2, [0, 0]),
+        ("1..2", 3, [0, 0, 0]),
+        ("１.2", 2, [0, 0]),  # a full-width digit is a digit to Python, not to us
+        ("9" * 20, 1, [0]),
+    ],
+)
+def test_parse_positions(header: str | None, count: int, expected: list[int]) -> None:
+    assert sse.parse_positions(header, count) == expected

@@ -8,6 +8,13 @@ Follows the WHATWG EventSource format, as sse-starlette does, with these choices
 - CR and LF are removed from ``id`` and ``event``; an ``id`` may not contain NUL
   (browsers then ignore it), so NUL is removed too.
 - Keepalives are comments (``: keepalive``), which EventSource ignores.
+- No ``Connection`` header: the server decides (werkzeug's says ``close``, gunicorn's
+  keeps the connection alive), and a second one made clients reuse a closed socket.
+- ``Cache-Control: no-cache`` (what proxies know for event streams) and ``no-store``.
+
+A stream of several jobs (:func:`job_frame`) sends each job's events unchanged but for
+a ``"job"`` key in ``data``, with an ``id`` that holds every job's position: see
+:func:`positions_id`.
 
 Many listeners of one job get the same bytes: :func:`event_frame` encodes an event
 once per process (an event never changes once it has its id) and every stream writes
@@ -27,9 +34,8 @@ from .models import Event
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-store",
+    "Cache-Control": "no-cache, no-store",
     "X-Accel-Buffering": "no",
-    "Connection": "keep-alive",
 }
 KEEPALIVE = b": keepalive\n\n"
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -97,3 +103,32 @@ def parse_last_event_id(value: str | None) -> int:
     except ValueError:
         return 0
     return max(n, 0)
+
+
+def job_frame(event: Event, positions: str) -> bytes:
+    """One event of a several-job stream: its data names its job, its id is the positions.
+
+    Encoded for each stream (the id is the stream's own), unlike :func:`event_frame`.
+    """
+    return encode({**event.data, "job": event.job_id}, event=str(event.type), id=positions)
+
+
+def positions_id(positions: Iterable[int]) -> str:
+    """The ``id`` of a several-job stream: each job's last event id, in the order asked.
+
+    ``12.0.7``: the client has events 1-12 of the first job, none of the second, 1-7 of
+    the third; sent back as ``Last-Event-ID``, it resumes every job where it was.
+    """
+    return ".".join(map(str, positions))
+
+
+def parse_positions(value: str | None, count: int) -> list[int]:
+    """The positions a reconnecting client sent for ``count`` jobs; all 0 if absent or garbled.
+
+    A single number counts as garbled too (unless ``count`` is 1): a position given to
+    the wrong job would skip its events, starting over only repeats them.
+    """
+    parts = (value or "").strip().split(".")
+    if len(parts) != count or not all(p.isascii() and p.isdigit() and len(p) < 16 for p in parts):
+        return [0] * count
+    return [int(p) for p in parts]

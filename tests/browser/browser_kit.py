@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Request, expect
 
 DESKTOP = {"width": 1440, "height": 900}
 NARROW = {"width": 360, "height": 780}
@@ -99,19 +99,48 @@ BROWSER_STEPS = {
 
 # -- driving the page ------------------------------------------------------------------------
 
-# Records every SSE event the page receives, per stream URL, before the page's own listeners.
+# Records every SSE event the page receives, per stream URL and job, before the page's own
+# listeners. On a several-job stream the id is every job's position: the job's own is kept.
 RECORD_EVENTS = """
 window.__sse = [];
 const NativeEventSource = window.EventSource;
 window.EventSource = class extends NativeEventSource {
   constructor(url, init) {
     super(url, init);
+    const jobs = new URL(url, location.href).searchParams.getAll("job");
     for (const type of ["job", "step", "progress", "end"]) {
-      this.addEventListener(type, (e) => window.__sse.push({url, type, id: Number(e.lastEventId)}));
+      this.addEventListener(type, (e) => {
+        const job = JSON.parse(e.data).job ?? null;
+        const index = jobs.indexOf(job);
+        const id = Number(index < 0 ? e.lastEventId : e.lastEventId.split(".")[index]);
+        window.__sse.push({url, job, type, id});
+      });
     }
   }
 };
 """
+STREAM_PATHS = ("/api/events", "/stream/")
+
+
+class StreamCount:
+    """The page's stream requests open at once, seen from Playwright's request events."""
+
+    def __init__(self, page: Page) -> None:
+        self.open: set[Request] = set()
+        self.most = 0
+        self.urls: list[str] = []
+        page.on("request", self._started)
+        page.on("requestfinished", self._ended)
+        page.on("requestfailed", self._ended)
+
+    def _ended(self, request: Request) -> None:
+        self.open.discard(request)
+
+    def _started(self, request: Request) -> None:
+        if any(path in request.url for path in STREAM_PATHS):
+            self.urls.append(request.url)
+            self.open.add(request)
+            self.most = max(self.most, len(self.open))
 
 
 def open_page(page: Page, url: str) -> None:
@@ -149,7 +178,8 @@ def step(job: Locator, step_id: str) -> Locator:
 def received_event_ids(page: Page, job_id: str | None) -> list[int]:
     """The ids of the events the page received for a job, in order, over all its streams."""
     ids: list[int] = page.evaluate(
-        "id => window.__sse.filter(e => e.url.includes(id)).map(e => e.id)", job_id
+        "id => window.__sse.filter(e => e.job === id || e.url.includes(`/${id}`)).map(e => e.id)",
+        job_id,
     )
     assert ids, f"no event was received for job {job_id}"
     return ids
@@ -190,15 +220,15 @@ class _Pair:
 class StreamCutter:
     """A TCP proxy in front of a server that can drop every open SSE connection at once.
 
-    It also records the event id each stream request resumed after (``Last-Event-ID``,
-    or the page's ``?lastEventId=``), so a test can see that nothing started over.
+    It also records where each stream request resumed each job (``Last-Event-ID``, or the
+    page's ``?lastEventId=``), so a test can see that nothing started over.
     """
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.listener.getsockname()[1]
-        self.resumed_from: list[int] = []  # per stream request: the id it resumed after
+        self.resumed_from: list[dict[str, int]] = []  # per stream request: job -> resumed after
         self._streams: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -249,18 +279,21 @@ class StreamCutter:
             pair.done()
 
     def _inspect(self, request: bytes, client: socket.socket) -> None:
-        """A request on this connection: remember stream connections and their resume id."""
+        """A request on this connection: remember stream connections and their resume ids."""
         head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-        if not head.startswith("GET /stream/"):
+        if not head.startswith(tuple(f"GET {path}" for path in STREAM_PATHS)):
             return
         with self._lock:
             self._streams.add(client)
-        target = head.split(" ", 2)[1]
-        query = parse_qs(urlsplit(target).query).get("lastEventId", [None])[0]
+        target = urlsplit(head.split(" ", 2)[1])
+        query = parse_qs(target.query)
         header = None
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "last-event-id":
                 header = value.strip()
         # EventSource's own reconnection sends the header; the page's first request the query.
-        self.resumed_from.append(int(header or query or 0))
+        resumed = header or query.get("lastEventId", [""])[0]
+        jobs = query.get("job") or [target.path.rsplit("/", 1)[-1]]
+        positions = resumed.split(".") if resumed else ["0"] * len(jobs)
+        self.resumed_from.append({job: int(p) for job, p in zip(jobs, positions, strict=True)})

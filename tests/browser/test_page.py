@@ -163,7 +163,7 @@ def test_a_cut_stream_resumes_from_the_last_event(
 
     resumed = stream_cutter.resumed_from[requests_before:]
     assert resumed, "the page did not reconnect"
-    assert resumed[0] >= seen > 0, "the page started over instead of resuming"
+    assert resumed[0][job_id] >= seen > 0, "the page started over instead of resuming"
     ids = received_event_ids(page, job_id)
     assert ids == list(range(ids[0], ids[0] + len(ids))), "an event came twice or went missing"
     assert ids[-1] == ui_server.job(job_id)["last_event_id"]

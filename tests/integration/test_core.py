@@ -113,7 +113,7 @@ def test_reconnect_after_end_gets_204(server: Server) -> None:
 def test_stream_headers_retry_and_unknown_job(server: Server) -> None:
     (job,) = server.upload(("a.xml", b"<a>1</a>"))
     response = httpx.get(f"{server.url}/stream/{job['id']}", timeout=10)
-    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["cache-control"] == "no-cache, no-store"
     assert response.headers["x-accel-buffering"] == "no"
     assert response.headers["content-type"].startswith("text/event-stream")
     assert "retry: " in response.text

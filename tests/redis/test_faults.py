@@ -116,9 +116,14 @@ def test_web_process_restart_loses_no_job_or_event(cluster: Cluster) -> None:
 def test_sigterm_ends_open_streams_promptly(cluster: Cluster, web_workers: int | None) -> None:
     web = cluster.web(web_workers)  # no worker: the job stays queued, its streams stay open
     [job] = web.upload(("a.xml", b"<a/>"))
+    assert_sigterm_ends_streams(web, [f"{web.url}/stream/{job['id']}"] * 4)
+
+
+def assert_sigterm_ends_streams(web: Server, urls: list[str]) -> None:
+    """Open the streams, SIGTERM the server: every stream ends within 5 s, and the server."""
     assert web.proc
     with httpx.Client(timeout=httpx.Timeout(30, connect=5)) as client, ExitStack() as stack:
-        streams = [_open_stream(stack, client, f"{web.url}/stream/{job['id']}") for _ in range(4)]
+        streams = [_open_stream(stack, client, url) for url in urls]
         started = time.monotonic()
         web.proc.terminate()
         for frames in streams:

@@ -1,4 +1,5 @@
-"""The live stream of a job's events, replayed from ``Last-Event-ID`` and then followed."""
+"""The live streams: one job's events, or several jobs' (:mod:`.multistream`), replayed
+from ``Last-Event-ID`` and then followed until the job (every job) ended."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from prometheus_client import Gauge
 
 from .. import sse
 from ..errors import BadRequest
-from ..models import Event, EventType
+from ..models import EventType
 from ..service import Service
-from . import metrics, service
+from . import metrics, multistream, service
 from .api import get_job_or_404
+from .multistream import through_end
 
 bp = Blueprint("stream", __name__)
 
@@ -34,14 +36,60 @@ def stream(job_id: str) -> Response:
     after = sse.parse_last_event_id(
         request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
     )
-    if job.status.finished and after >= job.last_event_id:
-        # The client already has the end: 204 tells EventSource to stop reconnecting.
-        return Response(status=204)
+    if after >= job.last_event_id:
+        if job.status.finished:
+            return no_content()
+        # Beyond the last event (a garbled id): from the last one, or it would wait for
+        # events that never come, and never see the end.
+        after = job.last_event_id
     body = _frames(service(), job_id, after, metrics.open_streams())
     # The server iterates the generator itself: no werkzeug ClosingIterator and
     # _iter_encoded around it, two Python frames fewer per event (it yields bytes, and
     # closing it is all there is to close).
     return Response(body, headers=sse.HEADERS, direct_passthrough=True)
+
+
+@bp.get("/api/events")
+def stream_many() -> Response:
+    """Several jobs' events on one stream: ``/api/events?job=<id>&job=<id>…``."""
+    ids = _requested_jobs()
+    positions = sse.parse_positions(
+        request.headers.get("Last-Event-ID") or request.args.get("lastEventId"), len(ids)
+    )
+    jobs = [
+        multistream.Followed.start(get_job_or_404(i), p)
+        for i, p in zip(ids, positions, strict=True)
+    ]
+    if all(job.done for job in jobs):
+        return no_content()
+    body = multistream.body(service(), jobs, metrics.open_streams())
+    return Response(body, headers=sse.HEADERS, direct_passthrough=True)
+
+
+def _requested_jobs() -> list[str]:
+    """The ``job`` parameters, checked: some, not too many, none twice."""
+    if len(request.query_string) > multistream.MAX_QUERY:
+        raise BadRequest(
+            f"the query is longer than {multistream.MAX_QUERY} bytes: ask for fewer jobs"
+        )
+    ids = request.args.getlist("job")
+    if not ids:
+        raise BadRequest("say which jobs: /api/events?job=<id>&job=<id>")
+    if len(ids) > multistream.MAX_JOBS:
+        raise BadRequest(f"{len(ids)} jobs asked, at most {multistream.MAX_JOBS} per stream")
+    if len(set(ids)) < len(ids):
+        twice = next(i for n, i in enumerate(ids) if i in ids[:n])
+        raise BadRequest(f"job {twice!r} is asked twice")
+    return ids
+
+
+def no_content() -> Response:
+    """The client already has the end: 204 tells EventSource to stop reconnecting.
+
+    With the stream's headers: Flask's default ``text/html`` made SSE clients such as
+    httpx-sse raise instead of seeing an empty stream.
+    """
+    return Response(status=204, headers=sse.HEADERS)
 
 
 def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Iterator[bytes]:
@@ -69,7 +117,7 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
                         return
                     yield sse.KEEPALIVE
                 elif batch[-1].type is EventType.END or len(batch) > 1:
-                    events = _through_end(batch)
+                    events = through_end(batch)
                     yield sse.frames(events)
                     if events[-1].type is EventType.END:
                         return
@@ -78,11 +126,3 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
     finally:
         if counter is not None:
             counter.dec()
-
-
-def _through_end(events: list[Event]) -> list[Event]:
-    """The events up to and including an ``end``: nothing is sent after it."""
-    for i, event in enumerate(events):
-        if event.type is EventType.END:
-            return events[: i + 1]
-    return events

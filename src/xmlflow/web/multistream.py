@@ -1,0 +1,167 @@
+"""Several jobs' events on one stream, so a page follows every job it shows over one connection.
+
+A browser keeps at most 6 HTTP/1.1 connections per host: one stream per job held them
+all, and the next request (a reload, an upload) waited for a free one. Here one stream
+carries the events of up to :data:`MAX_JOBS` jobs, each event naming its job in its
+data, with an id that holds every job's position (:func:`sse.positions_id`), so
+``Last-Event-ID`` resumes each job exactly where it was: nothing lost, nothing twice.
+
+The event logs follow one job per ``listen`` and block in it, and the backends are not
+this module's: each unfinished job gets a pump (a thread; a greenlet under gevent,
+where ``threading`` is patched) that runs its ``listen`` and puts its batches on the
+stream's queue, and the stream's generator writes whatever the queue holds in one
+write. A pump stops at its job's ``end``, or at its next wake-up (an event or a
+keepalive period) once the stream is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
+
+from .. import sse
+from ..backends.base import EventLog
+from ..models import Event, EventType, Job
+from ..service import Service
+
+log = logging.getLogger(__name__)
+
+MAX_JOBS = 500  # jobs per stream: a page's unfinished jobs, with room to spare
+MAX_QUERY = 32 * 1024  # bytes of query string: 500 ids of 32 characters, and their "job="
+
+# What a pump puts on the queue: (job index, its next events), or (index, None) when
+# its log stopped before the job's end (shutdown, or an error): the stream then closes
+# and the client resumes from its positions.
+_Item = tuple[int, list[Event] | None]
+
+
+@dataclass
+class Followed:
+    """One job of the stream: where the client is in its events, and whether it has the end."""
+
+    job_id: str
+    after: int
+    done: bool
+
+    @classmethod
+    def start(cls, job: Job, after: int) -> Followed:
+        """From the client's position, cut to the job's last event: a position beyond it
+        (a garbled ``Last-Event-ID``) would wait for events that never come."""
+        after = min(after, job.last_event_id)
+        return cls(job.id, after, job.status.finished and after >= job.last_event_id)
+
+
+def body(svc: Service, jobs: list[Followed], counter: Gauge | None) -> Iterator[bytes]:
+    """The stream's body: the queued batches as frames, keepalives, until every job ended.
+
+    Counts itself in ``counter`` (open streams) as the one-job stream does.
+    """
+    if counter is not None:
+        counter.inc()
+    stop = threading.Event()
+    inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+    try:
+        yield sse.encode(retry=svc.settings.sse_retry_ms, comment=f"{len(jobs)} jobs")
+        for index, job in enumerate(jobs):
+            if not job.done:
+                _start_pump(svc.events, index, job, inbox, stop, svc.settings.sse_keepalive)
+        while not all(job.done for job in jobs):
+            try:
+                first = inbox.get(timeout=svc.settings.sse_keepalive)
+            except queue.Empty:
+                if svc.closing:
+                    return
+                yield sse.KEEPALIVE
+                continue
+            frames, stopped = _frames(jobs, [first, *_drain(inbox)])
+            if frames:
+                yield frames
+            if stopped:
+                return
+    finally:
+        stop.set()
+        if counter is not None:
+            counter.dec()
+
+
+def _frames(jobs: list[Followed], items: list[_Item]) -> tuple[bytes, bool]:
+    """The frames of some batches (moving each job's position), and whether a log stopped."""
+    out: list[bytes] = []
+    stopped = False
+    for index, events in items:
+        if events is None:
+            stopped = True
+            continue
+        job = jobs[index]
+        for event in events:
+            if event.id <= job.after or job.done:
+                continue  # a pump never repeats itself; this only guards the positions
+            job.after = event.id
+            job.done = event.type is EventType.END
+            out.append(sse.job_frame(event, sse.positions_id(j.after for j in jobs)))
+    return b"".join(out), stopped
+
+
+def _drain(inbox: queue.SimpleQueue[_Item]) -> list[_Item]:
+    """Whatever else is already queued: a stream that fell behind catches up in one write."""
+    items: list[_Item] = []
+    while True:
+        try:
+            items.append(inbox.get_nowait())
+        except queue.Empty:
+            return items
+
+
+def _start_pump(
+    events: EventLog,
+    index: int,
+    job: Followed,
+    inbox: queue.SimpleQueue[_Item],
+    stop: threading.Event,
+    timeout: float,
+) -> None:
+    threading.Thread(
+        target=_pump,
+        args=(events, index, job.job_id, job.after, inbox, stop, timeout),
+        name=f"xmlflow-pump-{job.job_id[:8]}",
+        daemon=True,
+    ).start()
+
+
+def _pump(
+    event_log: EventLog,
+    index: int,
+    job_id: str,
+    after: int,
+    inbox: queue.SimpleQueue[_Item],
+    stop: threading.Event,
+    timeout: float,
+) -> None:
+    """Follow one job for the stream until its end, the stream's close, or the log's."""
+    try:
+        with closing(event_log.listen(job_id, after, timeout)) as batches:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                if batch:
+                    events = through_end(batch)
+                    inbox.put((index, events))
+                    if events[-1].type is EventType.END:
+                        return
+    except Exception:
+        log.exception("following job %s for a stream failed", job_id)
+    inbox.put((index, None))
+
+
+def through_end(events: list[Event]) -> list[Event]:
+    """The events up to and including an ``end``: nothing is sent after it."""
+    for i, event in enumerate(events):
+        if event.type is EventType.END:
+            return events[: i + 1]
+    return events
