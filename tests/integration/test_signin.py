@@ -143,6 +143,21 @@ def test_a_copied_cookie_stops_working_at_sign_out(direct: Server) -> None:
         assert again.get("/api/jobs").status_code == 200
 
 
+def test_the_server_refuses_an_expired_cookie_even_if_the_client_keeps_it(
+    tmp_path: Path,
+) -> None:
+    srv = locked_server(tmp_path, XMLFLOW_SESSION_HOURS="0.0003")  # about a second
+    try:
+        with signed_in(srv) as browser:
+            kept = browser.cookies["xmlflow_session"]
+            assert browser.get("/api/jobs").status_code == 200
+        time.sleep(1.5)
+        with httpx.Client(base_url=srv.url, headers={"Cookie": f"xmlflow_session={kept}"}) as c:
+            assert c.get("/api/jobs").status_code == 401
+    finally:
+        srv.stop()
+
+
 CROSS_SITE = [{"Origin": EVIL}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}]
 
 

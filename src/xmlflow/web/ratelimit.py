@@ -38,6 +38,10 @@ class FailureLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many client addresses are remembered."""
+        return len(self._buckets)
+
     def retry_after(self, client: str) -> int:
         """Whole seconds until ``client`` may try a token again (0: now)."""
         with self._lock:
