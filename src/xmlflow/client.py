@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .errors import XmlflowError
 
@@ -64,21 +65,23 @@ class ApiClient:
         return self.request("GET", "/api/jobs", params=params).json()  # type: ignore[no-any-return]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/api/jobs/{job_id}").json()  # type: ignore[no-any-return]
+        return self.request("GET", _job_path(job_id)).json()  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/api/jobs/{job_id}/cancel").json()  # type: ignore[no-any-return]
+        return self.request("POST", f"{_job_path(job_id)}/cancel").json()  # type: ignore[no-any-return]
 
     def download(self, job_id: str, out_dir: Path, *, as_zip: bool = False) -> list[Path]:
         """Save the job's outputs (or one zip of them) in ``out_dir``; returns the files."""
         out_dir.mkdir(parents=True, exist_ok=True)
         if as_zip:
-            return [self._save(f"/api/jobs/{job_id}/outputs.zip", out_dir / f"{job_id}.zip")]
-        outputs = self.request("GET", f"/api/jobs/{job_id}/outputs").json()["outputs"]
+            zip_name = _local_name(f"{job_id}.zip")
+            return [self._save(f"{_job_path(job_id)}/outputs.zip", out_dir / zip_name)]
+        outputs = self.request("GET", f"{_job_path(job_id)}/outputs").json()["outputs"]
         if not outputs:
             job = self.job(job_id)
             raise ApiError(f"job {job_id} is {job['status']} and has no outputs")
-        return [self._save(o["url"], out_dir / Path(o["name"]).name) for o in outputs]
+        # ``url`` is already percent-encoded by the server: used as given, never re-encoded
+        return [self._save(o["url"], out_dir / _local_name(o["name"])) for o in outputs]
 
     def _save(self, path: str, target: Path) -> Path:
         """Stream one download to a temporary file, renamed only once it is complete."""
@@ -99,6 +102,19 @@ class ApiClient:
             raise
         os.replace(tmp, target)
         return target
+
+
+def _job_path(job_id: str) -> str:
+    """The job's API path; the id is encoded, so a mistyped one is a 404, never another path."""
+    return f"/api/jobs/{quote(job_id, safe='')}"
+
+
+def _local_name(name: str) -> str:
+    """A server's output name as a file name in the chosen folder, never a path out of it."""
+    local = Path(name.replace("\\", "/")).name
+    if local in ("", ".", "..") or local.startswith("."):
+        raise ApiError(f"the server offered an output name that is not a file name: {name!r}")
+    return local
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -74,6 +74,22 @@ class Unauthorized(XmlflowError):
     code = "unauthorized"
 
 
+class Forbidden(XmlflowError):
+    status_code = 403
+    code = "forbidden"
+
+
+class TooManyRequests(XmlflowError):
+    """Too many wrong tokens from one client address; ``retry_after`` says when to try."""
+
+    status_code = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
 class QueueFull(XmlflowError):
     """Back-pressure: too many jobs are waiting; the client should retry later."""
 

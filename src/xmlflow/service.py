@@ -44,7 +44,11 @@ def new_job_id() -> str:
 
 
 def output_url(job_id: str, name: str) -> str:
-    return f"/api/jobs/{job_id}/outputs/{name}"
+    """The download path of an output, percent-encoded once: a name may hold ``#``, ``%``,
+    spaces or any Unicode, and every client (browser, curl, httpx) must get it back intact."""
+    from urllib.parse import quote  # local: the one user in this module
+
+    return f"/api/jobs/{quote(job_id, safe='')}/outputs/{quote(name, safe='')}"
 
 
 def display_name(name: str | None) -> str:

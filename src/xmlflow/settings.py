@@ -57,6 +57,9 @@ class Settings:
     redis_url: str | None = None
     api_token: str | None = None
     secret_key: str | None = None
+    session_hours: float = 12.0
+    auth_failures_per_minute: float = 10.0
+    trusted_proxies: int = 0
     sweep_interval: float = 60.0
     retries: int = 0
     lease_seconds: float = 30.0
@@ -102,6 +105,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_REDIS_URL": ("redis_url", str),
     "XMLFLOW_API_TOKEN": ("api_token", str),
     "XMLFLOW_SECRET_KEY": ("secret_key", str),
+    "XMLFLOW_SESSION_HOURS": ("session_hours", float),
+    "XMLFLOW_AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", float),
+    "XMLFLOW_TRUSTED_PROXIES": ("trusted_proxies", int),
     "XMLFLOW_SWEEP_INTERVAL": ("sweep_interval", float),
     "XMLFLOW_RETRIES": ("retries", int),
     "XMLFLOW_LEASE_SECONDS": ("lease_seconds", float),
@@ -144,6 +150,9 @@ def _check_numbers(s: Settings) -> None:
         "XMLFLOW_STEP_TIMEOUT": s.step_timeout is None or s.step_timeout > 0,
         "XMLFLOW_JOB_MEMORY_MB": s.job_memory_mb is None or s.job_memory_mb >= 64,
         "XMLFLOW_SSE_KEEPALIVE": 0 < s.sse_keepalive <= 15,
+        "XMLFLOW_SESSION_HOURS": 0 < s.session_hours <= 24 * 366,
+        "XMLFLOW_AUTH_FAILURES_PER_MINUTE": s.auth_failures_per_minute > 0,
+        "XMLFLOW_TRUSTED_PROXIES": 0 <= s.trusted_proxies <= 10,
         "XMLFLOW_RETRIES": s.retries >= 0,
         "XMLFLOW_LEASE_SECONDS": s.lease_seconds >= 3,
     }

@@ -186,13 +186,33 @@ def _media_type(name: str) -> str:
     }.get(suffix, "application/octet-stream")
 
 
+MAX_NAME_BYTES = 200
+"""Longest output name in UTF-8 bytes: file systems allow 255, and ``xmlflow run`` and
+temporary names add a few characters of their own."""
+
+
 def safe_output_name(name: str) -> str:
-    """Reduce ``name`` to one harmless file name: no folders, no dot files, no controls."""
+    """Reduce ``name`` to one harmless file name: no folders, no dot files, no controls.
+
+    A name too long for a file system loses the end of its stem, never its extension:
+    the extension decides the media type and how the download opens.
+    """
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = "".join(c for c in base if c.isprintable() and c not in '<>:"|?*').strip(" .")
     if not cleaned:
         raise ValueError(f"not a usable output name: {name!r}")
-    return cleaned[:200]
+    return _shorten(cleaned, MAX_NAME_BYTES)
+
+
+def _shorten(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` UTF-8 bytes at a character boundary, keeping a short extension."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, dot, extension = name.rpartition(".")
+    suffix = f".{extension}" if dot and stem and len(extension.encode()) <= 16 else ""
+    head = stem if suffix else name
+    room = limit - len(suffix.encode())
+    return head.encode()[:room].decode(errors="ignore").rstrip(" .") + suffix
 
 
 @dataclass

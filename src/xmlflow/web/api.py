@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from flask import Blueprint, Response, request, send_file
@@ -186,10 +189,26 @@ def list_outputs(job_id: str) -> dict[str, Any]:
 
 @bp.get("/api/jobs/<job_id>/outputs/<name>")
 def download(job_id: str, name: str) -> Response:
+    """One output; ``name`` arrives decoded once from the URL that :func:`output_url` made."""
     job = get_job_or_404(job_id)
     path = service().output_path(job, name)
     media = next(o.media_type for o in job.outputs if o.name == name)
-    return send_file(path, mimetype=media, as_attachment=True, download_name=name)
+    response = send_file(path, mimetype=media)
+    # the media type already names its charset; send_file would add a second one
+    response.headers["Content-Type"] = media
+    response.headers["Content-Disposition"] = content_disposition(name)
+    return response
+
+
+def content_disposition(name: str) -> str:
+    """``attachment`` with an ASCII ``filename`` for old clients and, when the name is not
+    plain ASCII, the exact name as RFC 5987 ``filename*`` (RFC 6266 section 4.3)."""
+    fallback = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    fallback = re.sub(r"[^A-Za-z0-9!#$&+.^_`|~ -]", "_", fallback).strip(" .") or "download"
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
 
 
 @bp.get("/api/jobs/<job_id>/outputs.zip")
@@ -201,7 +220,7 @@ def download_zip(job_id: str) -> Response:
     svc = service()
     files = [(o.name, svc.output_path(job, o.name)) for o in job.outputs]
     name = f"{secure_filename(Path(job.filename).stem) or 'outputs'}-{job.id[:8]}.zip"
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    headers = {"Content-Disposition": content_disposition(name)}
     return Response(stream_zip(files), mimetype="application/zip", headers=headers)
 
 
