@@ -265,6 +265,9 @@ def _describe_exit(exitcode: int | None) -> str:
 
 def _child_main(plan: RunPlan, conn: Connection) -> None:
     _die_with_parent()
+    # Ctrl-C reaches the terminal's whole process group: the server, not the job, decides
+    # what it means (the job ends interrupted), so a step must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
