@@ -137,6 +137,8 @@ def run_isolated(
     """
     context = _mp_context(start_method)
     parent_end, child_end = context.Pipe(duplex=True)
+    for end in (parent_end, child_end):  # under gevent, socketpair() hands out non-blocking
+        os.set_blocking(end.fileno(), True)  # ends, and Connection's reads expect blocking
     # Not a daemon: a step may start processes of its own (daemons cannot).
     child = context.Process(
         target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
