@@ -17,6 +17,8 @@ worker's body writes go through :func:`fast_body_writes` (installed by
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import resource
@@ -54,6 +56,15 @@ def raise_open_files_limit() -> int:
 
 def on_starting(server: Any) -> None:
     server.log.info("open files limit: %d", raise_open_files_limit())
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """The worker dies with the master (Linux): ``kill -9`` of the server's pid must not
+    leave a worker serving, holding the port and the data folder's lock, until its next
+    look at its parent id a second later. Its job processes follow it (see jobprocess)."""
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def post_worker_init(worker: Any) -> None:
