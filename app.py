@@ -1,6 +1,7 @@
 """The seed's entry point: ``python app.py`` serves http://127.0.0.1:5000/.
 
-The same as ``xmlflow serve``; settings come from ``XMLFLOW_*`` environment variables
+The same as ``xmlflow serve`` (gunicorn with one gevent worker; ``python app.py --dev``
+for werkzeug's threaded server); settings come from ``XMLFLOW_*`` environment variables
 and the ``config.py`` beside this file.
 """
 

@@ -19,9 +19,11 @@ Usage::
 
 ``KEEP=1`` keeps the servers' folders and logs (the path is printed).
 
-Deployments (``--modes``): ``embedded`` (``xmlflow serve``: werkzeug threads + SQLite),
-``embedded-gthread`` / ``embedded-gevent`` (the same one-process app on gunicorn, one
-worker of that class),
+Deployments (``--modes``, default: the two embedded ones side by side): ``embedded``
+(``xmlflow serve``, what ``make run`` runs: gunicorn, one gevent worker, SQLite),
+``embedded-dev`` (``xmlflow serve --dev``: werkzeug, a thread per connection, the
+default before 0.2), ``embedded-gthread`` / ``embedded-gevent`` (the same one-process
+app on gunicorn, one worker of that class, settings through ``GUNICORN_CMD_ARGS``),
 ``gevent-N`` / ``gthread-N`` (``xmlflow serve --workers N`` on Redis, gunicorn worker
 class chosen through ``GUNICORN_CMD_ARGS``), each Redis one with one ``xmlflow worker``
 per job. Bounded: clients ≤ 5000, jobs ≤ 16, events ≤ 1000, and every phase times out.
@@ -60,7 +62,7 @@ from typing import Any
 import httpx
 
 HOST = "127.0.0.1"
-DEFAULT_MODES = "embedded,embedded-gthread,gevent-1,gevent-2,gthread-1"
+DEFAULT_MODES = "embedded,embedded-dev"
 CONFIG = """
 PIPELINES = {"default": [{"id": "pace", "name": "Pace", "module": "run_pace",
                           "options": {"events": %d}}]}
@@ -115,19 +117,22 @@ class Deployment:
         return env
 
     def start(self) -> None:
-        """``embedded``: ``xmlflow serve``; ``embedded-gthread``: the same app on gunicorn
-        gthread, one worker; ``gevent-N``/``gthread-N``: Redis mode, ``serve --workers N``."""
+        """``embedded``: ``xmlflow serve``; ``embedded-dev``: ``serve --dev``;
+        ``embedded-gthread``: the same app on gunicorn gthread, one worker;
+        ``gevent-N``/``gthread-N``: Redis mode, ``serve --workers N``."""
         env = self.env()
         serve = [sys.executable, "-m", "xmlflow", "--log-level", "WARNING", "serve"]
         serve += ["--host", HOST, "--port", str(self.port)]
         kind, _, count = self.mode.partition("-")
         threads = " --threads 2500" if "gthread" in (kind, count) else ""
-        if self.mode.startswith("embedded-"):
+        if self.mode == "embedded-dev":
+            serve.append("--dev")
+        elif self.mode.startswith("embedded-"):
             from xmlflow.gunicorn_conf import gunicorn_argv
 
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {count}{threads} --log-level warning"
             serve = gunicorn_argv(HOST, self.port, 1)
-        elif self.mode != "embedded":
+        elif not self.mode.startswith("embedded"):
             env["XMLFLOW_REDIS_URL"] = self._start_redis(env)
             env["GUNICORN_CMD_ARGS"] = f"--worker-class {kind}{threads} --log-level warning"
             serve += ["--workers", count]
@@ -438,11 +443,11 @@ def quantile(ordered: list[float], q: float) -> float:
 
 
 def table(results: list[Result]) -> str:
-    """All modes side by side; "vs embedded" is the embedded p99 over this mode's p99."""
-    base = next((r.p99 for r in results if r.mode == "embedded"), math.nan)
+    """All modes side by side; "vs dev" is the werkzeug server's p99 over this mode's p99."""
+    base = next((r.p99 for r in results if r.mode == "embedded-dev"), math.nan)
     head = (
         f"{'deployment':<17} {'clients':>7} {'held':>5} {'lost':>5} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7} {'p99 vs emb':>10} {'web MiB':>7} {'web CPU%':>8} "
+        f"{'p99 ms':>7} {'max ms':>7} {'p99 vs dev':>10} {'web MiB':>7} {'web CPU%':>8} "
         f"{'srv CPU%':>8} {'cli CPU%':>8} {'ev/s':>6} {'first ms':>8} {'spread ms':>9}"
     )
     rows = [
@@ -456,7 +461,7 @@ def table(results: list[Result]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--events", type=int, default=200, help="progress events per job")
     parser.add_argument("--client-procs", type=int, default=1, help="client processes")

@@ -50,6 +50,7 @@ def test_python_app_py_serves_the_seed_pipeline(tmp_path: Path, default_port: bo
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.1)
         assert page.status_code == 200
+        assert page.headers["server"].startswith("gunicorn")  # the default, production server
         upload = httpx.post(
             f"http://127.0.0.1:{port}/upload", files={"file": ("a.xml", b"<a><b>1</b></a>")}
         )
@@ -62,6 +63,17 @@ def test_python_app_py_serves_the_seed_pipeline(tmp_path: Path, default_port: bo
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def serve_to_the_end(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``xmlflow serve ARGS`` on a free port with ``env`` added, run until it exits."""
+    return subprocess.run(
+        [sys.executable, "-m", "xmlflow", "serve", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
 
 
 def run_steps(config: Path | None) -> subprocess.CompletedProcess[str]:
@@ -102,13 +114,6 @@ def test_steps_exits_1_on_a_bad_entry(tmp_path: Path) -> None:
 
 def test_broken_config_stops_the_server_with_the_reason(tmp_path: Path) -> None:
     config = write_config(tmp_path, "PROCESSING_STEPS = [{'id': 'nope', 'module': 'run'}]")
-    env = {**os.environ, "XMLFLOW_CONFIG": str(config), "XMLFLOW_DATA_DIR": str(tmp_path / "d")}
-    result = subprocess.run(
-        [sys.executable, "-m", "xmlflow", "serve", "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    result = serve_to_the_end(XMLFLOW_CONFIG=str(config), XMLFLOW_DATA_DIR=str(tmp_path / "d"))
     assert result.returncode != 0
     assert "step 'nope': unknown id" in result.stderr

@@ -32,29 +32,48 @@ def main(log_level: str) -> None:
     "--workers",
     "web_workers",
     type=click.IntRange(min=1),
-    default=None,
+    default=1,
+    show_default=True,
     envvar="XMLFLOW_WEB_WORKERS",
-    help="Web processes: runs gunicorn (gevent); more than 1 needs XMLFLOW_REDIS_URL.",
+    help="Web processes (gunicorn, gevent); more than 1 needs XMLFLOW_REDIS_URL.",
 )
-def serve(host: str, port: int, web_workers: int | None) -> None:
-    """Serve the web app and API (embedded mode: SQLite and in-process workers)."""
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Serve with werkzeug's threaded server instead, for debugging: one thread per "
+    "connection, so it falls behind with hundreds of open streams.",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, web_workers: int, dev: bool) -> None:
+    """Serve the web app and API: gunicorn with gevent workers.
+
+    Embedded mode (no XMLFLOW_REDIS_URL) is one gevent worker holding SQLite, the
+    job processes and every stream; Redis mode may have several.
+    """
+    from .gunicorn_conf import run_gunicorn
+
+    if dev and web_workers > 1:
+        raise click.UsageError("--dev is one werkzeug process: it takes no --workers")
+    try:
+        if not dev:
+            run_gunicorn(host, port, web_workers, log_level=ctx.find_root().params["log_level"])
+        _serve_werkzeug(host, port)
+    except XmlflowError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+def _serve_werkzeug(host: str, port: int) -> None:
+    """``serve --dev``: werkzeug's threaded server, a thread per connection, in this process."""
     from werkzeug.serving import make_server
 
     from .app import create_app
 
-    try:
-        if web_workers is not None:
-            from .gunicorn_conf import run_gunicorn
-
-            run_gunicorn(host, port, web_workers)  # replaces this process, except embedded -w 1
-        app = create_app()
-    except XmlflowError as exc:
-        raise click.ClickException(exc.message) from exc
+    app = create_app()
     server = make_server(host, port, app, threaded=True)  # a thread per connection, daemonic
     signal.signal(signal.SIGTERM, _interrupt)
     settings = app.extensions["xmlflow"].settings
     click.echo(
-        f"xmlflow serving http://{host}:{server.port}/ "
+        f"xmlflow serving http://{host}:{server.port}/ (werkzeug, --dev) "
         f"(data: {settings.data_dir.resolve()}, config: {settings.config_path or 'built-in'})"
     )
     try:

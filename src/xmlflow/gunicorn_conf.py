@@ -1,4 +1,4 @@
-"""Gunicorn for xmlflow: the settings file, and ``xmlflow serve --workers N``.
+"""Gunicorn for xmlflow: the settings file of ``xmlflow serve`` (both modes).
 
 Gunicorn reads this file by path (``-c .../gunicorn_conf.py``), not as
 ``xmlflow.gunicorn_conf``, so its master never imports xmlflow, Flask or redis:
@@ -17,11 +17,14 @@ worker's body writes go through :func:`fast_body_writes` (installed by
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import resource
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,11 @@ keepalive = 5
 preload_app = False  # build the app in each worker, after gevent patched it
 accesslog = None
 control_socket_disable = True  # one shared ~/.gunicorn/gunicorn.ctl would clash between servers
+loglevel = os.environ.get("XMLFLOW_LOG_LEVEL", "INFO").lower()  # `xmlflow --log-level`
+pythonpath = str(Path(__file__).resolve().parents[1])  # xmlflow, even from a bare checkout
 
 log = logging.getLogger("xmlflow.gunicorn")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def raise_open_files_limit() -> int:
@@ -52,27 +58,89 @@ def on_starting(server: Any) -> None:
     server.log.info("open files limit: %d", raise_open_files_limit())
 
 
+def post_fork(server: Any, worker: Any) -> None:
+    """The worker dies with the master (Linux): ``kill -9`` of the server's pid must not
+    leave a worker serving, holding the port and the data folder's lock, until its next
+    look at its parent id a second later. Its job processes follow it (see jobprocess)."""
+    with contextlib.suppress(OSError, AttributeError):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def post_worker_init(worker: Any) -> None:
-    """On SIGTERM, end this worker's streams now rather than after ``graceful_timeout``.
+    """On SIGTERM or Ctrl-C, end this worker's streams now, not after ``graceful_timeout``.
 
     Gunicorn's own handler only stops accepting; an SSE stream never finishes by
     itself, so the service is closed too: every listener wakes, and each stream ends
     where it is. Clients reconnect (to another worker) with ``Last-Event-ID``.
     """
-    import threading  # patched by now under gevent: a greenlet there, a thread under gthread
-
+    logging.basicConfig(level=loglevel.upper(), format=LOG_FORMAT)  # xmlflow's own logs
     service = worker.wsgi.extensions["xmlflow"]
     stop_accepting = worker.handle_exit
-    if type(worker).__name__ == "GeventWorker":
+    under_gevent = type(worker).__name__ == "GeventWorker"
+    if under_gevent:
         fast_body_writes()
+        cooperative_forkserver_replies()
+
+    def close_soon() -> None:
+        """Not inline, nor a patched Thread (its start() waits to be scheduled): under gevent
+        the signal handler runs in the hub, where closing (which talks to Redis, or waits
+        for the job processes) may not block; a greenlet of its own may."""
+        if under_gevent:
+            import gevent
+
+            gevent.spawn(service.close)
+        else:
+            threading.Thread(target=service.close, name="xmlflow-close", daemon=True).start()
 
     def handle_term(sig: int, frame: Any) -> None:
         stop_accepting(sig, frame)
-        # Not inline: under gevent this handler runs in the hub, where closing (which
-        # talks to Redis) may not block; a greenlet of its own may.
-        threading.Thread(target=service.close, name="xmlflow-close", daemon=True).start()
+        close_soon()
 
-    signal.signal(signal.SIGTERM, handle_term)
+    # Ctrl-C (SIGINT to the whole process group, then SIGQUIT from the master) stops the
+    # same way: gunicorn's own quick exit would leave the close half done.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, handle_term)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Close the service before the worker process ends, however it was asked to stop.
+
+    The close began in :func:`post_worker_init`'s signal handler, in a greenlet of its
+    own; the worker's main loop may end first. This waits until the job processes are
+    stopped and their jobs have ended ``interrupted`` (embedded mode), so that nothing
+    is left ``running`` for the next start to clean up.
+    """
+    wsgi = getattr(worker, "wsgi", None)  # None: the app never loaded (a bad config...)
+    if wsgi is not None:
+        wsgi.extensions["xmlflow"].close()
+
+
+def cooperative_forkserver_replies() -> None:
+    """Wait for the forkserver's reply in the hub, not in a blocking ``os.read``.
+
+    Starting a job's process (``jobprocess.run_isolated``, embedded mode) asks
+    multiprocessing's forkserver for a child and reads its pid from a pipe with
+    ``os.read``, which gevent does not patch: the whole worker, every stream in it,
+    stopped for as long as the fork took (seen with gevent's monitor thread: 20-50 ms
+    per job on a busy machine, and the forkserver's start-up, ~1 s, for the first
+    job). Waiting until the pipe is readable first lets the other greenlets run; the
+    read that follows has its 8 bytes there (written at once) or EOF.
+    """
+    from multiprocessing import forkserver
+
+    from gevent.socket import wait_read
+
+    read_signed = forkserver.read_signed
+    if getattr(read_signed, "cooperative", False):
+        return
+
+    def cooperative_read_signed(fd: int) -> int:
+        wait_read(fd)
+        return int(read_signed(fd))
+
+    cooperative_read_signed.cooperative = True  # type: ignore[attr-defined]
+    forkserver.read_signed = cooperative_read_signed
 
 
 def fast_body_writes() -> None:
@@ -126,22 +194,27 @@ def gunicorn_argv(host: str, port: int, workers: int) -> list[str]:
     ]
 
 
-def run_gunicorn(host: str, port: int, workers: int) -> None:
-    """Replace this process by gunicorn with ``workers`` web processes (Redis mode only).
+def run_gunicorn(host: str, port: int, workers: int, *, log_level: str = "INFO") -> None:
+    """Replace this process by gunicorn with ``workers`` gevent web processes.
 
-    Returns without doing anything for ``--workers 1`` in embedded mode, so the
-    caller serves as usual; refuses more than one worker in embedded mode.
+    Embedded mode takes one worker only: jobs live in one SQLite file and run as
+    children of the one web process (``Service`` locks the data folder). Settings are
+    loaded here first, so that a bad config fails with its message, not in a worker.
     """
     from .errors import ConfigError
     from .settings import load_settings
 
-    settings = load_settings()  # fail here, with a clear message, not in every worker
-    if not settings.redis_url:
-        if workers > 1:
-            raise ConfigError(
-                f"--workers {workers} needs XMLFLOW_REDIS_URL: in embedded mode jobs live in "
-                "one SQLite file and run inside the one web process; use --workers 1"
-            )
-        return
-    sys.stdout.flush()
+    settings = load_settings()
+    if not settings.redis_url and workers > 1:
+        raise ConfigError(
+            f"--workers {workers} needs XMLFLOW_REDIS_URL: in embedded mode jobs live in "
+            "one SQLite file and run inside the one web process; use --workers 1"
+        )
+    mode = f"Redis, {workers} web worker(s)" if settings.redis_url else "embedded"
+    print(
+        f"xmlflow serving http://{host}:{port}/ (gunicorn + gevent, {mode}; "
+        f"data: {settings.data_dir.resolve()}, config: {settings.config_path or 'built-in'})",
+        flush=True,
+    )
+    os.environ["XMLFLOW_LOG_LEVEL"] = log_level.upper()
     os.execv(sys.executable, gunicorn_argv(host, port, workers))

@@ -148,6 +148,8 @@ def run_isolated(
     """
     context = _mp_context(start_method)
     parent_end, child_end = context.Pipe(duplex=True)
+    for end in (parent_end, child_end):  # under gevent, socketpair() hands out non-blocking
+        os.set_blocking(end.fileno(), True)  # ends, and Connection's reads expect blocking
     # Not a daemon: a step may start processes of its own (daemons cannot).
     child = context.Process(
         target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
@@ -304,6 +306,9 @@ def _child_main(plan: RunPlan, conn: Connection) -> None:
     # SIGTERM ends the child even inside C code: no Python handler inherited from the
     # parent (RQ's horse installs one) that would wait for the interpreter to run it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the terminal's whole process group: the server, not the job, decides
+    # what it means (the job ends interrupted), so a step must not die of it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
