@@ -123,6 +123,7 @@ def check(case: Case, state: dict[str, Any], text: str, forbidden: list[str]) ->
         assert canary not in text, f"{case.name}: {canary!r} leaked"
 
 
+@pytest.mark.timeout(360)  # ~400 jobs on 2 cores: about a minute alone, longer on a busy machine
 def test_every_corpus_document_through_http(
     corpus_server: Server, canaries: list[str], listeners: list[socket.socket]
 ) -> None:
