@@ -92,7 +92,8 @@ def test_positions_id(positions: list[int], expected: str) -> None:
         ("1.x", 2, [0, 0]),
         ("1..2", 3, [0, 0, 0]),
         ("１.2", 2, [0, 0]),  # a full-width digit is a digit to Python, not to us
-        ("9" * 20, 1, [0]),
+        ("9" * 20, 1, [sse.PAST_THE_END]),  # past any end: after the end, not from the start
+        ("9" * 29 + ".1", 2, [sse.PAST_THE_END, 1]),
     ],
 )
 def test_parse_positions(header: str | None, count: int, expected: list[int]) -> None:

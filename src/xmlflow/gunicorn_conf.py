@@ -34,6 +34,11 @@ worker_connections = 10_000  # gunicorn's default (1000) would cap the streams p
 timeout = 30
 graceful_timeout = 10  # streams end at once on SIGTERM (see post_worker_init); uploads get 10 s
 keepalive = 5
+limit_request_line = 8190  # gunicorn's most: /api/events names up to 200 jobs in its query
+# Forwarded headers are trusted only as XMLFLOW_TRUSTED_PROXIES says (werkzeug's ProxyFix in
+# the app): gunicorn's own default would believe any X-Forwarded-Proto from 127.0.0.1.
+secure_scheme_headers: dict[str, str] = {}
+forwarded_allow_ips = ""
 preload_app = False  # build the app in each worker, after gevent patched it
 accesslog = None
 control_socket_disable = True  # one shared ~/.gunicorn/gunicorn.ctl would clash between servers

@@ -122,6 +122,9 @@ def positions_id(positions: Iterable[int]) -> str:
     return ".".join(map(str, positions))
 
 
+PAST_THE_END = 10**15
+
+
 def parse_positions(value: str | None, count: int) -> list[int]:
     """The positions a reconnecting client sent for ``count`` jobs; all 0 if absent or garbled.
 
@@ -129,6 +132,8 @@ def parse_positions(value: str | None, count: int) -> list[int]:
     the wrong job would skip its events, starting over only repeats them.
     """
     parts = (value or "").strip().split(".")
-    if len(parts) != count or not all(p.isascii() and p.isdigit() and len(p) < 16 for p in parts):
+    if len(parts) != count or not all(p.isascii() and p.isdigit() for p in parts):
         return [0] * count
-    return [int(p) for p in parts]
+    # A number past any job's end means "after the end", as on a one-job stream: kept large
+    # rather than parsed whole (the header's length is the server's to bound).
+    return [int(p) if len(p) < 16 else PAST_THE_END for p in parts]

@@ -112,7 +112,11 @@ def _finish(service: Service, job: Job, run_dir: Path, result: RunResult, lost: 
     job_dir = service.job_dir(job.id)
     _still_current(service, job, lost)
     (job_dir / "source").unlink(missing_ok=True)
-    published = result.status in OFFERS_OUTPUTS and _publish(run_dir / "out", job_dir / "out")
+    published = (
+        result.status in OFFERS_OUTPUTS
+        and bool(result.outputs)
+        and _publish(run_dir / "out", job_dir / "out")
+    )
     try:
         end = end_event(job.id, result)
         service.events.append(job.id, EventType.END, end, attempt=job.attempt)

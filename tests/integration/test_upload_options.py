@@ -170,3 +170,18 @@ def test_xmlflow_run_options_go_through_the_same_check(steps_conf: Path, tmp_pat
     assert done.exit_code == 0, done.output
     assert [p.name for p in out.iterdir()] == ["books.jsonl"]
     assert len((out / "books.jsonl").read_text().splitlines()) == 3
+
+
+def test_options_sent_twice_are_refused_and_create_nothing(steps_srv: Server) -> None:
+    """Two ``options`` parts (an array, to a schema) must not leave the choice to a guess."""
+    files_before = files_under(steps_srv.data_dir)
+    fields = {"options": ['{"process_xml": {"mode": "jsonl"}}', "{}"]}
+    with httpx.Client() as client:
+        r = client.post(
+            steps_srv.url + "/api/jobs",
+            data=fields,
+            files={"file": ("a.xml", b"<a>1</a>", "application/xml")},
+        )
+    assert r.status_code == 422, r.text
+    assert "'options' was sent 2 times" in r.json()["error"]["message"]
+    assert files_under(steps_srv.data_dir) == files_before

@@ -70,12 +70,12 @@ def upload() -> tuple[dict[str, Any], int]:
         )
     req: UploadRequest = request  # type: ignore[assignment]
     svc = service()
-    pipeline = request.form.get("pipeline") or None
+    pipeline = _single_field("pipeline") or None
     if pipeline is not None and pipeline not in svc.settings.pipelines:
         raise BadRequest(
             f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(svc.settings.pipelines)}
         )
-    options = parse_options(request.form.get("options"))
+    options = parse_options(_single_field("options"))
     check_job_options(options, svc.settings.pipeline(pipeline), svc.settings)
     files = take_uploads(req)
     if not files:
@@ -87,6 +87,14 @@ def upload() -> tuple[dict[str, Any], int]:
         for path, _ in files:  # not turned into jobs (queue full): leave nothing behind
             path.unlink(missing_ok=True)
     return {"jobs": [job_urls(j) for j in jobs]}, 202
+
+
+def _single_field(name: str) -> str | None:
+    """A form field that may appear once: two values would leave the choice to a guess."""
+    values = request.form.getlist(name)
+    if len(values) > 1:
+        raise Unprocessable(f"the field {name!r} was sent {len(values)} times; send it once")
+    return values[0] if values else None
 
 
 def parse_options(raw: str | None) -> dict[str, dict[str, Any]]:

@@ -32,8 +32,10 @@ from ..service import Service
 
 log = logging.getLogger(__name__)
 
-MAX_JOBS = 500  # jobs per stream: a page's unfinished jobs, with room to spare
-MAX_QUERY = 32 * 1024  # bytes of query string: 500 ids of 32 characters, and their "job="
+MAX_JOBS = 200  # jobs per stream: a page's unfinished jobs (it follows 50), with room to spare
+# bytes of query string: 200 ids of 32 characters with their "job=" and "&" (7,400), within
+# the request line gunicorn takes (8,190 bytes, see gunicorn_conf), so the refusal is ours
+MAX_QUERY = 8000
 
 # What a pump puts on the queue: (job index, its next events), or (index, None) when
 # its log stopped before the job's end (shutdown, or an error): the stream then closes
