@@ -76,7 +76,7 @@ def _register_errors(app: Flask) -> None:
     def unexpected(exc: Exception) -> tuple[dict[str, Any], int, dict[str, str]]:
         if is_backend_outage(exc):
             log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
-            return nice_error(BackendUnavailable(f"Redis is unavailable: {exc}"))
+            return nice_error(BackendUnavailable.of_redis(exc))
         log.exception("unexpected error on %s %s", request.method, request.path)
         body = {"error": {"code": "internal_error", "message": "internal error", "details": None}}
         return body, 500, {}

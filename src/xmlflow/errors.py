@@ -7,8 +7,11 @@ logged with its traceback (the idea is Sphinx's ``SphinxError``).
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class XmlflowError(Exception):
@@ -107,6 +110,13 @@ class BackendUnavailable(XmlflowError):
     status_code = 503
     code = "backend_unavailable"
     retry_after = 5
+
+    @classmethod
+    def of_redis(cls, exc: BaseException) -> BackendUnavailable:
+        """What a client is told: the kind of outage, never Redis's text (commands, keys,
+        job ids), which goes to the log instead."""
+        log.warning("Redis unavailable: %s", exc)
+        return cls(f"Redis is unavailable for now ({type(exc).__name__}); try again later")
 
 
 def is_backend_outage(exc: BaseException) -> bool:

@@ -93,6 +93,8 @@ def test_out_of_memory_refuses_uploads_and_workers_ride_it_out(outage_cluster: C
     assert int(refused.headers["Retry-After"]) > 0
     assert refused.json()["error"]["code"] == "backend_unavailable"
     assert "Redis" in refused.json()["error"]["message"]
+    for told in (refused.text, health(web).text):  # the kind of outage, never Redis's text
+        assert "maxmemory" not in told and "xmlflow:" not in told, told
     assert files_under(data) == before  # no source, no .part: nothing of the refused upload
     unhealthy = health(web)
     assert unhealthy.status_code == 503 and "store" in unhealthy.json()["failed"]

@@ -45,8 +45,9 @@ def _run(check: Check, svc: Service) -> dict[str, Any]:
     except Exception as exc:
         log.warning("health check %s failed", check.__name__, exc_info=True)
         # Anyone may ask: say what kind of failure, not which paths (the log has those).
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return {"ok": False, "error": f"{type(exc).__name__}: {reason}"}
+        # Redis's own text names commands and keys: only the kind of failure is said.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+        return {"ok": False, "error": f"{type(exc).__name__}: {reason or 'see the server log'}"}
 
 
 def check_store(svc: Service) -> dict[str, Any]:

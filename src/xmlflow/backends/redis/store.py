@@ -269,7 +269,7 @@ class RedisStore:
                 continue
             except REDIS_DOWN as exc:
                 if time.monotonic() > deadline:
-                    raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+                    raise BackendUnavailable.of_redis(exc) from exc
                 log.warning("Redis unavailable (%s); retrying in %.1f s", exc, pause)
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -366,4 +366,4 @@ def _available() -> Iterator[None]:
     try:
         yield
     except REDIS_DOWN as exc:
-        raise BackendUnavailable(f"Redis is unavailable: {exc}") from exc
+        raise BackendUnavailable.of_redis(exc) from exc
