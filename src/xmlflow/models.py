@@ -207,10 +207,21 @@ def apply_event(
         job.status = JobStatus(data["status"])
         job.error = data.get("error")
         job.ended_at = now
+        _close_running_steps(job)
         job.outputs = [
             OutputInfo(o["name"], o["size"], o.get("media_type", "application/octet-stream"))
             for o in data.get("outputs", [])
         ]
+
+
+def _close_running_steps(job: Job) -> None:
+    """A step still running when its job ends (its process died with a server or a worker)
+    ended with it: failed with the job's reason, or skipped if the job was cancelled."""
+    cancelled = job.status is JobStatus.CANCELLED
+    for step in job.steps:
+        if step.status is StepStatus.RUNNING:
+            step.status = StepStatus.SKIPPED if cancelled else StepStatus.FAILED
+            step.error = step.error or ("cancelled" if cancelled else job.error)
 
 
 def running_event(job: Job) -> dict[str, Any]:

@@ -265,7 +265,7 @@ def test_killed_server_reports_running_job_interrupted(fresh: Server) -> None:
     try:
         (running,) = fresh.upload(("a.xml", b"<a>1</a>"), pipeline="slow")
         deadline = time.monotonic() + 10
-        while fresh.job(running["id"])["status"] != "running":
+        while fresh.job(running["id"])["steps"][0]["status"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
         fresh.kill()
@@ -273,7 +273,11 @@ def test_killed_server_reports_running_job_interrupted(fresh: Server) -> None:
         events = fresh.events(running["id"], timeout=20)
         assert events[-1].event == "end"
         assert events[-1].data["status"] == "interrupted"
-        assert fresh.job(running["id"])["status"] == "interrupted"
+        job = fresh.job(running["id"])
+        assert job["status"] == "interrupted"
+        # An ended job shows no step still running: the one cut short failed with the reason.
+        step = job["steps"][0]
+        assert step["status"] == "failed" and step["error"] == job["error"], step
         assert not (fresh.data_dir / "jobs" / running["id"] / "source").exists()
     finally:
         fresh.stop()
