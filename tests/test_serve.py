@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -115,7 +116,11 @@ def test_many_streams_all_get_every_event(tmp_path: Path) -> None:
     server = start(tmp_path, COUNT_CONFIG, {"count": COUNT_STEP})
     try:
         (job,) = server.upload(("a.xml", b"<a/>"))
-        received = asyncio.run(_many_streams(server, job["id"], tmp_path / "conf" / "go"))
+        # In a thread of its own: an event loop may already run in this one (Playwright's).
+        with ThreadPoolExecutor(1) as pool:
+            received = pool.submit(
+                lambda: asyncio.run(_many_streams(server, job["id"], tmp_path / "conf" / "go"))
+            ).result()
         recorded = server.job(job["id"])
     finally:
         server.stop()

@@ -200,12 +200,24 @@ def word_body(paragraphs: int) -> bytes:
     ).encode()
 
 
-def test_one_big_record_reports_progress_while_converting(convert_server: Server) -> None:
+@pytest.fixture(scope="module")
+def python_path_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The pure-Python converter (the native core, ten times faster, converts 10 MB in a
+    few tenths of a second: its own progress is tested in tests/test_native.py)."""
+    root = tmp_path_factory.mktemp("real-docs-python")
+    config = write_config(root / "conf", CONFIG)
+    server = Server(config=config, data_dir=root / "data", env={"XMLFLOW_NATIVE": "0"}).start()
+    yield server
+    server.stop()
+
+
+def test_one_big_record_reports_progress_while_converting(python_path_server: Server) -> None:
     """10 MB in one element: the stream shows progress by bytes read, not 0 then 100 %.
 
-    The runner sends at most ~10 progress events a second; converting 10 MB takes
-    well over half a second on any machine this runs on, hence at least 3 events.
+    The runner sends at most ~10 progress events a second; converting 10 MB in Python
+    takes well over half a second on any machine this runs on, hence at least 3 events.
     """
+    convert_server = python_path_server
     paragraphs = 50_000
     data = word_body(paragraphs)
     assert len(data) > 10_000_000
