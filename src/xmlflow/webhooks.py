@@ -137,9 +137,20 @@ class Outcome:
     detail: str  # "HTTP 204", "HTTP 500: <start of the body>", "ConnectError: ..."
 
 
-def post(url: str, secret: str, delivery: Delivery, timeout: float) -> Outcome:
-    """One try: a signed POST, with connect/read timeouts, no redirect followed, and at
-    most ``MAX_RESPONSE_BYTES`` of the answer read. Never raises for the network's faults."""
+def http_client(timeout: float) -> httpx.Client:
+    """The sender's client, made once (a TLS context costs milliseconds to build): connect
+    and read timeouts, no redirect followed, a new connection per try (none kept alive
+    to go stale between job ends)."""
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout, connect=timeout),
+        follow_redirects=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+def post(client: httpx.Client, url: str, secret: str, delivery: Delivery) -> Outcome:
+    """One try: a signed POST, and at most ``MAX_RESPONSE_BYTES`` of the answer read.
+    Never raises for the network's faults."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -148,13 +159,10 @@ def post(url: str, secret: str, delivery: Delivery, timeout: float) -> Outcome:
         "X-Xmlflow-Attempt": str(delivery.attempts),
         "X-Xmlflow-Signature": signature(secret, int(time.time()), delivery.body),
     }
-    limits = httpx.Timeout(timeout, connect=timeout)
+    read_timeout = client.timeout.read or 10.0
     try:
-        with (
-            httpx.Client(timeout=limits, follow_redirects=False) as client,
-            client.stream("POST", url, content=delivery.body, headers=headers) as response,
-        ):
-            answer = _read_some(response)
+        with client.stream("POST", url, content=delivery.body, headers=headers) as response:
+            answer = _read_some(response, time.monotonic() + read_timeout)
     except httpx.HTTPError as exc:
         return Outcome(False, f"{type(exc).__name__}: {exc}")
     status = response.status_code
@@ -166,11 +174,12 @@ def post(url: str, secret: str, delivery: Delivery, timeout: float) -> Outcome:
     return Outcome(False, f"HTTP {status}: {text}" if text else f"HTTP {status}")
 
 
-def _read_some(response: httpx.Response) -> bytes:
+def _read_some(response: httpx.Response, deadline: float) -> bytes:
+    """The start of the answer, for the log: a receiver trickling bytes is cut off too."""
     received = bytearray()
     for chunk in response.iter_raw():
         received += chunk
-        if len(received) >= MAX_RESPONSE_BYTES:
+        if len(received) >= MAX_RESPONSE_BYTES or time.monotonic() > deadline:
             break
     return bytes(received[:MAX_RESPONSE_BYTES])
 
@@ -192,11 +201,13 @@ class WebhookSender:
         self.max_age = max_age
         self.backoff_base = backoff_base
         self.timeout = timeout
-        # The claim outlives the longest try: connect, send, and a read timeout per chunk.
-        self.lease = max(30.0, 4 * timeout)
+        # The claim outlives the longest try (connect, send, wait for the answer, read a
+        # bounded part of it: see :func:`post`), so one live sender holds it at a time.
+        self.lease = 6 * timeout + 5
         self.idle_pause = min(1.0, max(0.05, backoff_base / 2))
         self.on_outcome: Callable[[str], None] = lambda outcome: None
         self._stop = threading.Event()
+        self._client: httpx.Client | None = None
 
     def start(self) -> None:
         log.info("webhooks: delivering job ends to %s", self.url)
@@ -223,7 +234,9 @@ class WebhookSender:
         if delivery.attempts > self.attempts:  # claimed before by processes that died
             self._drop(delivery, "no attempts left (earlier tries were cut off)")
             return True
-        outcome = post(self.url, self.secret, delivery, self.timeout)
+        if self._client is None:
+            self._client = http_client(self.timeout)
+        outcome = post(self._client, self.url, self.secret, delivery)
         if outcome.ok:
             self.outbox.done(delivery)
             log.info(
