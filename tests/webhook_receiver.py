@@ -1,6 +1,7 @@
 """A real HTTP receiver for webhook tests: a server on a free port, scripted answers.
 
-Each request gets the answer the script gives for its number (0, 1, ...): ``"ok"``
+Each request gets the answer the script gives for its number (0, 1, ...) and the number
+of earlier tries of the same delivery: ``"ok"``
 (204), ``"500"``, ``"close"`` (the connection dropped without an answer), or ``"hang"``
 (no answer until the receiver stops). Every request is recorded, with its time.
 """
@@ -20,7 +21,7 @@ import orjson
 
 from .conftest import free_port
 
-Script = Callable[[int], str]
+Script = Callable[[int, int], str]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Received:
 
 @dataclass
 class Receiver:
-    script: Script = lambda n: "ok"
+    script: Script = lambda n, tries: "ok"
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,8 +60,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver._lock:
-                    answer = receiver.script(len(receiver.received))
                     headers = {k.lower(): v for k, v in self.headers.items()}
+                    ident = headers.get("x-xmlflow-delivery")
+                    tries = sum(r.delivery == ident for r in receiver.received)
+                    answer = receiver.script(len(receiver.received), tries)
                     receiver.received.append(Received(time.monotonic(), headers, body, answer))
                 if answer == "hang":
                     receiver._released.wait(30)

@@ -39,7 +39,7 @@ def receiver() -> object:
 def test_a_delivery_is_signed_and_retried_with_growing_delays(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.script = lambda n: ("500", "close")[n] if n < 2 else "ok"
+    receiver.script = lambda n, tries: ("500", "close")[n] if n < 2 else "ok"
     receiver.start()
     server = hooked_server(tmp_path, receiver.url).start()
     try:
@@ -84,7 +84,7 @@ def test_a_delivery_is_signed_and_retried_with_growing_delays(
 def test_a_server_killed_mid_delivery_delivers_again_after_its_restart(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    receiver.script = lambda n: "hang" if n == 0 else "ok"
+    receiver.script = lambda n, tries: "hang" if n == 0 else "ok"
     receiver.start()
     server = hooked_server(tmp_path, receiver.url).start()
     try:
@@ -109,7 +109,7 @@ def test_a_server_killed_mid_delivery_delivers_again_after_its_restart(
 
 
 def test_a_receiver_down_for_a_while_gets_the_delivery_when_it_is_back(tmp_path: Path) -> None:
-    receiver = Receiver(script=lambda n: "ok")  # not listening yet: connections are refused
+    receiver = Receiver()  # not listening yet: connections are refused
     server = hooked_server(tmp_path, receiver.url).start()
     try:
         jobs = [server.upload((f"b{i}.xml", BOOKS))[0] for i in range(2)]
