@@ -2,8 +2,9 @@
 
 Each request gets the answer the script gives for its number (0, 1, ...) and the number
 of earlier tries of the same delivery: ``"ok"``
-(204), ``"500"``, ``"close"`` (the connection dropped without an answer), or ``"hang"``
-(no answer until the receiver stops). Every request is recorded, with its time.
+(204), ``"500"``, ``"302"`` (to ``/elsewhere``), ``"close"`` (the connection dropped
+without an answer), or ``"hang"`` (no answer until the receiver stops). Every request is
+recorded, with its time.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ Script = Callable[[int, int], str]
 @dataclass
 class Received:
     at: float  # time.monotonic()
+    path: str
     headers: dict[str, str]
     body: bytes
     answer: str
@@ -64,12 +66,19 @@ class Receiver:
                     ident = headers.get("x-xmlflow-delivery")
                     tries = sum(r.delivery == ident for r in receiver.received)
                     answer = receiver.script(len(receiver.received), tries)
-                    receiver.received.append(Received(time.monotonic(), headers, body, answer))
+                    receiver.received.append(
+                        Received(time.monotonic(), self.path, headers, body, answer)
+                    )
                 if answer == "hang":
                     receiver._released.wait(30)
                     self.close_connection = True
                 elif answer == "close":
                     self.close_connection = True
+                elif answer == "302":
+                    self.send_response(302)
+                    self.send_header("Location", "/elsewhere")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 elif answer == "500":
                     self.send_response(500)
                     self.send_header("Content-Length", "4")

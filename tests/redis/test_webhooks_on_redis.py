@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,7 +21,7 @@ JOBS = 6
 
 
 @pytest.fixture
-def receiver() -> object:
+def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.stop()
