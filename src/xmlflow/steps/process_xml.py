@@ -85,7 +85,8 @@ def run_xml_processing_step(ctx: StepContext) -> None:
     size = max(ctx.input.stat().st_size, 1)
 
     def progress(consumed: int, records: int) -> None:
-        ctx.progress(consumed / size, progress_message(consumed, size, records))
+        message = progress_message(consumed, size, records)
+        ctx.progress(consumed / size, message, done=consumed, total=size)
 
     with ctx.open_output(ctx.stem + SUFFIX[options.mode], "wb") as out:
         stats = convert_file(
@@ -110,7 +111,7 @@ def run_xml_processing_step(ctx: StepContext) -> None:
 def progress_message(consumed: int, size: int, records: int) -> str:
     """Bytes read always (a one-record document moves too), records once there are some."""
     read = f"{_size(consumed)} of {_size(size)} read"
-    return f"{read}, {records} records" if records else read
+    return f"{read}, {records} record{'' if records == 1 else 's'}" if records else read
 
 
 def _size(n: int) -> str:

@@ -53,7 +53,8 @@ def run_split_step(ctx: StepContext) -> None:
     def on_chunk(consumed: int) -> None:
         if ctx.cancelled:
             raise JobCancelled("cancelled")
-        ctx.progress(consumed / size, f"{count} records")
+        label = f"{count} record{'' if count == 1 else 's'}"
+        ctx.progress(consumed / size, label, done=consumed, total=size)
 
     with ctx.open_output(f"{ctx.stem}.zip", "wb") as out:
         archive = ZipWriter(cast(BinaryIO, out))
