@@ -95,7 +95,7 @@ def test_preview_shows_the_first_records_as_a_tree_and_loads_more(page: Page, se
     records = preview.locator(".preview-record")
     expect(records).to_have_count(20)
     expect(preview.locator(".preview-meta")).to_have_text(
-        re.compile(r"^at least 20 records in catalog\.book · \d+(\.\d)? KB · showing the first 20$")
+        re.compile(r"^30 records in catalog\.book · \d+(\.\d)? KB · showing the first 20$")
     )
     first = records.first
     expect(first.locator(".tree-summary").first).to_contain_text("#1")
@@ -103,6 +103,8 @@ def test_preview_shows_the_first_records_as_a_tree_and_loads_more(page: Page, se
         ['@id: "1"', 'title: "Book 1"', 'price: "1.5"']
     )
     expect(records.nth(19).locator(".tree-glance")).to_contain_text('"Book 20"')
+    job.locator(".outputs-block").scroll_into_view_if_needed()
+    screenshot(page, "preview")
 
     # a closed record opens on demand: its fields are built then
     records.nth(19).locator("summary").first.click()
@@ -116,7 +118,6 @@ def test_preview_shows_the_first_records_as_a_tree_and_loads_more(page: Page, se
         re.compile(r"^30 records in catalog\.book · ")
     )
     expect(preview.get_by_role("button", name="Show more")).to_have_count(0)
-    screenshot(page, "preview")
 
 
 def test_text_output_shows_its_first_lines_as_text_not_markup(page: Page, server: Any) -> None:
@@ -124,6 +125,7 @@ def test_text_output_shows_its_first_lines_as_text_not_markup(page: Page, server
     upload(page, ("notes.xml", b"<notes/>"), pipeline="lines")
     job = card(page, "notes.xml")
     expect(job).to_have_attribute("data-status", "succeeded")
+    expect(job.locator(".step-chart")).to_have_count(0)  # one step: its row has its time
     job.get_by_label("Preview notes.txt").click()
     lines = job.locator(".preview-line")
     expect(lines).to_have_count(50)
@@ -131,7 +133,9 @@ def test_text_output_shows_its_first_lines_as_text_not_markup(page: Page, server
     expect(job.locator(".preview-body b")).to_have_count(0)
     job.get_by_role("button", name="Show more").click()
     expect(lines).to_have_count(100)
-    expect(job.locator(".preview-meta")).to_have_text(re.compile(r"^at least 100 lines · "))
+    expect(job.locator(".preview-meta")).to_have_text(
+        re.compile(r"^120 lines · \d+(\.\d)? KB · showing the first 100$")
+    )
     job.get_by_role("button", name="Show more").click()
     expect(lines).to_have_count(120)
     expect(job.locator(".preview-meta")).to_have_text(re.compile(r"^120 lines · "))

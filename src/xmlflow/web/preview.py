@@ -52,7 +52,7 @@ MAX_LINE_CHARS = 2000
 TEXT_SUFFIXES = {".txt", ".csv", ".tsv", ".xml", ".log", ".md", ".html", ".yaml", ".yml"}
 
 _CURSOR = re.compile(r"^([ao]?)(\d{1,15}):(\d{1,12})$")
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|"')
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')  # unrolled: ~5x faster
 _SCALAR = re.compile(rb"[^,\]}\s]+")
 _SPACE = re.compile(rb"[ \t\r\n]*")
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
@@ -237,13 +237,12 @@ def preview_text(path: Path, size: int, cursor: Cursor | None, limit: int, windo
     lines = [_shorten(line.rstrip(b"\r").decode("utf-8", "replace")) for line in raw_lines]
     end = start.offset + used
     index = start.index + len(lines)
+    count = None
+    if at_end:  # the rest of the file is in the window: its lines are counted for free
+        rest = buf[used:]
+        count = index + rest.count(b"\n") + (bool(rest) and not rest.endswith(b"\n"))
     more = end < size
-    return Page(
-        lines=lines,
-        next=f"{end}:{index}" if more else None,
-        seen=index,
-        count=None if more else index,
-    )
+    return Page(lines=lines, next=f"{end}:{index}" if more else None, seen=index, count=count)
 
 
 def _shorten(line: str) -> str:
@@ -441,15 +440,17 @@ def preview_json(path: Path, size: int, cursor: Cursor | None, limit: int, windo
                 return page
         else:
             container, pos, index = cursor.container, 0, cursor.index
-        return _json_items(page, buf, base, pos, container, index, limit)
+        return _json_items(page, buf, base, (pos, container, index), limit, at_end)
     except (ValueError, orjson.JSONDecodeError) as exc:
         message = f"{path.name} is not valid JSON where the preview read it: {exc}"
         raise Unprocessable(message) from None
 
 
 def _json_items(
-    page: Page, buf: bytes, base: int, pos: int, container: str, index: int, limit: int
+    page: Page, buf: bytes, base: int, at: tuple[int, str, int], limit: int, at_end: bool
 ) -> Page:
+    """Up to ``limit`` items from ``at`` (position in the window, container, index)."""
+    pos, container, index = at
     ended = False
     try:
         while len(page.items) < limit:
@@ -471,7 +472,20 @@ def _json_items(
         page.count = index
     elif not page.oversized:
         page.next = f"{container}{base + pos}:{index}"
+        if at_end:  # the rest of the file is in the window: count it
+            page.count = _count_rest(buf, pos, container, index)
     return page
+
+
+def _count_rest(buf: bytes, pos: int, container: str, index: int) -> int | None:
+    """The container's item count when the window holds the rest of the file (values
+    located, not parsed: one more regular-expression pass over the window)."""
+    try:
+        while (item := _next_item(buf, pos, container)) is not None:
+            index, pos = index + 1, item[2]
+    except (_Cut, ValueError):
+        return None
+    return index
 
 
 def preview_binary(path: Path, size: int, cursor: Cursor | None, limit: int, window: int) -> Page:

@@ -293,7 +293,7 @@ export class JobCard {
   #showTimings() {
     const timed = this.steps.filter((s) => Number(s.elapsed) > 0);
     $(".step-chart", this.el)?.remove();
-    if (!timed.length) return;
+    if (timed.length < 2) return; // one step's time is already on its row
     const longest = Math.max(...timed.map((s) => Number(s.elapsed)));
     const chart = document.createElement("figure");
     chart.className = "step-chart";
