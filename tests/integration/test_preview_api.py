@@ -154,9 +154,15 @@ def test_a_100_mb_output_is_previewed_from_a_window_not_read_whole(srv: Server) 
     urls = finished_outputs(srv, "big")
     before = _peak_rss_kb(srv)
     lines = get(srv, urls["big.jsonl"], limit=3)
-    assert lines["size"] > 90_000_000
+    assert lines["size"] > 90_000_000 and lines["kind"] == "jsonl"
     assert lines["count"] is None and lines["count_at_least"] == 3  # too big to count at once
     assert [i["value"]["n"] for i in lines["items"]] == [0, 1, 2]
+    # ... so it is counted in the background, and a later page has the count
+    deadline = time.monotonic() + 20
+    while (later := get(srv, urls["big.jsonl"], limit=1, cursor=lines["next"]))["count"] is None:
+        assert time.monotonic() < deadline, "the background count never arrived"
+        time.sleep(0.05)
+    assert later["count"] == 1_000_000 and later["items"][0]["value"]["n"] == 3
     doc = get(srv, urls["big.json"], limit=200, bytes=4 * 1024 * 1024)
     assert doc["path"] == ["root", "row"] and len(doc["items"]) == 200
     assert doc["count"] is None and doc["count_at_least"] == 200  # its end is far away

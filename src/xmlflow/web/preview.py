@@ -15,10 +15,11 @@ records that lie whole inside it (at most ``limit``, at most :data:`MAX_LIMIT`),
   header in turn; the record count comes from the archive's end record.
 - Text (``.txt``, ``.csv``, ``.xml``…): lines.
 
-The record count is given when it is cheap to know (a JSON Lines file up to
-:data:`COUNT_SCAN_LIMIT`, counted once and cached; a zip's end record; a JSON array
-whose end was seen); otherwise ``count`` is null and ``count_at_least`` says how many
-exist for sure.
+The record count is given when it is cheap to know: a JSON Lines file up to
+:data:`COUNT_SCAN_LIMIT` is counted at once, a bigger one in the background for later
+pages (both cached); a zip's end record has it; a JSON array or a text whose end lies in
+the window is counted there. Otherwise ``count`` is null and ``count_at_least`` says how
+many records exist for sure.
 """
 
 from __future__ import annotations
@@ -202,17 +203,39 @@ def preview_jsonl(path: Path, size: int, cursor: Cursor | None, limit: int, wind
 
 _counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
 _counts_lock = threading.Lock()
+_counting = threading.Semaphore(1)
+"""One background count at a time per process: a burst of previews never scans in parallel."""
 
 
 def _jsonl_count(path: Path, size: int) -> int | None:
-    """Lines with a record in them, for files up to :data:`COUNT_SCAN_LIMIT`; cached."""
-    if size > COUNT_SCAN_LIMIT:
-        return None
+    """Lines in a JSON Lines file, cached by (path, size, mtime).
+
+    Up to :data:`COUNT_SCAN_LIMIT` the file is counted in the request; a bigger one is
+    counted in a background thread (if none is running) and this request gets None: a
+    later page, "Show more", gets the count.
+    """
     key = (str(path), size, path.stat().st_mtime_ns)
     with _counts_lock:
         if key in _counts:
             _counts.move_to_end(key)
             return _counts[key]
+    if size <= COUNT_SCAN_LIMIT:
+        return _count_lines(path, key)
+    if _counting.acquire(blocking=False):
+        threading.Thread(target=_count_in_background, args=(path, key), daemon=True).start()
+    return None
+
+
+def _count_in_background(path: Path, key: tuple[str, int, int]) -> None:
+    try:
+        _count_lines(path, key)
+    except OSError:
+        pass  # the output was removed meanwhile: nothing to count
+    finally:
+        _counting.release()
+
+
+def _count_lines(path: Path, key: tuple[str, int, int]) -> int:
     count = 0
     last = b"\n"
     with path.open("rb") as f:
