@@ -178,6 +178,9 @@ def test_a_100_mb_output_is_previewed_from_a_window_not_read_whole(srv: Server) 
         ({"limit": "0"}, "limit"),
         ({"limit": "201"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "²"}, "limit"),  # a digit to str.isdigit, not to int()
+        ({"limit": "9" * 5000}, "limit"),  # beyond int()'s 4,300 digits
+        ({"cursor": "a1:0\n"}, "cursor"),
         ({"bytes": str(64 * 1024 * 1024)}, "bytes"),
         ({"cursor": "12"}, "cursor"),  # a JSON cursor names its container
         ({"cursor": "a999999999:0"}, "cursor"),  # past the end

@@ -12,6 +12,5 @@ from ..step import StepContext
 
 def run_cleanup_step(ctx: StepContext) -> None:
     outputs = sorted(p.name for p in ctx.output_dir.iterdir() if not p.name.startswith("."))
-    count = len(outputs)
-    ctx.progress(1.0, f"{count} output{'' if count == 1 else 's'} ready")
+    ctx.progress(1.0, f"{len(outputs)} output(s) ready")
     ctx.log.info("job %s finished its pipeline; outputs: %s", ctx.job_id, ", ".join(outputs))

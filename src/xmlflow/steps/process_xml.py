@@ -111,7 +111,7 @@ def run_xml_processing_step(ctx: StepContext) -> None:
 def progress_message(consumed: int, size: int, records: int) -> str:
     """Bytes read always (a one-record document moves too), records once there are some."""
     read = f"{_size(consumed)} of {_size(size)} read"
-    return f"{read}, {records} record{'' if records == 1 else 's'}" if records else read
+    return f"{read}, {records} records" if records else read
 
 
 def _size(n: int) -> str:

@@ -53,8 +53,7 @@ def run_split_step(ctx: StepContext) -> None:
     def on_chunk(consumed: int) -> None:
         if ctx.cancelled:
             raise JobCancelled("cancelled")
-        label = f"{count} record{'' if count == 1 else 's'}"
-        ctx.progress(consumed / size, label, done=consumed, total=size)
+        ctx.progress(consumed / size, f"{count} records")
 
     with ctx.open_output(f"{ctx.stem}.zip", "wb") as out:
         archive = ZipWriter(cast(BinaryIO, out))

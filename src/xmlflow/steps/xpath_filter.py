@@ -72,7 +72,7 @@ def run_xpath_filter_step(ctx: StepContext) -> None:
     def on_chunk(consumed: int) -> None:
         if ctx.cancelled:
             raise JobCancelled("cancelled")
-        ctx.progress(consumed / size, f"{kept} of {seen} records kept", done=consumed, total=size)
+        ctx.progress(consumed / size, f"{kept} of {seen} records kept")
 
     name = str(ctx.options.get("output") or f"{ctx.stem}.filtered.xml")
     with ctx.open_output(name, "wb") as out, etree.xmlfile(out, encoding="utf-8") as xf:

@@ -52,7 +52,7 @@ MAX_LINE_CHARS = 2000
 
 TEXT_SUFFIXES = {".txt", ".csv", ".tsv", ".xml", ".log", ".md", ".html", ".yaml", ".yml"}
 
-_CURSOR = re.compile(r"^([ao]?)(\d{1,15}):(\d{1,12})$")
+_CURSOR = re.compile(r"([ao]?)([0-9]{1,15}):([0-9]{1,12})")
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')  # unrolled: ~5x faster
 _SCALAR = re.compile(rb"[^,\]}\s]+")
 _SPACE = re.compile(rb"[ \t\r\n]*")
@@ -83,7 +83,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or not low <= int(raw) <= high:
         raise BadRequest(
             f"{name} must be a whole number from {low} to {high}, got {raw[:40]!r}",
             details={"parameter": name, "min": low, "max": high},
@@ -116,7 +116,7 @@ class Cursor:
 def _parse_cursor(raw: str | None, kind: str, size: int) -> Cursor | None:
     if raw is None or raw == "":
         return None
-    match = _CURSOR.match(raw)
+    match = _CURSOR.fullmatch(raw)
     if not match or (kind == "json") != bool(match[1]) or int(match[2]) > size:
         raise BadRequest(
             f"cursor {raw[:40]!r} is not one this output gave: "

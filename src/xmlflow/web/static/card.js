@@ -15,6 +15,7 @@ import {
 } from "./format.js";
 import { previewBlock, previewable } from "./preview.js";
 import { RateMeter } from "./rate.js";
+import { stepChart } from "./timings.js";
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 const STEP_DONE = new Set(["succeeded", "failed", "skipped"]);
@@ -289,20 +290,10 @@ export class JobCard {
     block.hidden = outputs.length === 0;
   }
 
-  /** A finished job's steps as bars as long as the time each took (plain DOM, no library). */
   #showTimings() {
-    const timed = this.steps.filter((s) => Number(s.elapsed) > 0);
     $(".step-chart", this.el)?.remove();
-    if (timed.length < 2) return; // one step's time is already on its row
-    const longest = Math.max(...timed.map((s) => Number(s.elapsed)));
-    const chart = document.createElement("figure");
-    chart.className = "step-chart";
-    const caption = document.createElement("figcaption");
-    caption.textContent = "Time per step";
-    const rows = document.createElement("ol");
-    for (const step of timed) rows.append(timingRow(step, longest));
-    chart.append(caption, rows);
-    $(".steps", this.el).after(chart);
+    const chart = stepChart(this.steps);
+    if (chart) $(".steps", this.el).after(chart);
   }
 
   #wireButtons(onCancel, onRemove) {
@@ -322,26 +313,6 @@ export class JobCard {
     remove.setAttribute("aria-label", `Remove ${this.filename}`);
     remove.addEventListener("click", () => onRemove(this));
   }
-}
-
-function timingRow(step, longest) {
-  const row = document.createElement("li");
-  row.className = "step-chart-row";
-  row.dataset.stepId = step.id;
-  const name = document.createElement("span");
-  name.className = "step-chart-name";
-  name.textContent = step.name;
-  const track = document.createElement("span");
-  track.className = "step-chart-track";
-  const bar = document.createElement("span");
-  bar.className = "step-chart-bar";
-  bar.style.width = `${Math.max(1, (100 * Number(step.elapsed)) / longest)}%`;
-  track.append(bar);
-  const took = document.createElement("span");
-  took.className = "step-chart-time";
-  took.textContent = formatDuration(step.elapsed);
-  row.append(name, track, took);
-  return row;
 }
 
 function outputItem(output) {

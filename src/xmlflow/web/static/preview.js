@@ -57,6 +57,7 @@ async function loadPage(state) {
 
 function showPage(state, page) {
   const { body } = state;
+  body.querySelector(".preview-error")?.remove(); // a retry that worked
   if (!state.kind) {
     state.kind = page.kind;
     state.path = page.path?.length ? page.path.join(".") : "";
