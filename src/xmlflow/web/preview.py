@@ -38,7 +38,7 @@ from flask import Response, request
 
 from ..errors import BadRequest, Unprocessable
 from . import service
-from .api import bp, get_job_or_404
+from .api import _int_arg, bp, get_job_or_404  # the API's one bounded-integer check
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
@@ -77,18 +77,6 @@ def preview_output(job_id: str, name: str) -> Response:
     page = PREVIEWERS[kind](path, size, cursor, limit, window)
     body = {"name": name, "kind": kind, "size": size, **page.to_json()}
     return Response(orjson.dumps(body), mimetype="application/json")
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12) or not low <= int(raw) <= high:
-        raise BadRequest(
-            f"{name} must be a whole number from {low} to {high}, got {raw[:40]!r}",
-            details={"parameter": name, "min": low, "max": high},
-        )
-    return int(raw)
 
 
 def output_kind(name: str) -> str:
