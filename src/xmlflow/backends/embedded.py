@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from ..models import (
     running_event,
 )
 from ..settings import Settings
-from .base import Backend, following
+from .base import Backend, following, name_matches, status_set
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,16 @@ class SqliteStore:
     def list_jobs(
         self,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         pipeline: str | None = None,
+        q: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Job], int]:
-        where, args = _filters(status, pipeline)
+        where, args = _filters(status_set(status), pipeline, q)
         db = self._db()
+        if q:  # SQLite's lower() folds ASCII only: the name test is Python's, as in Redis
+            db.create_function("xmlflow_name_matches", 2, name_matches, deterministic=True)
         total = db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
         rows = db.execute(
             f"SELECT doc FROM jobs {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -319,14 +322,22 @@ class SqliteStore:
         return event
 
 
-def _filters(status: JobStatus | None, pipeline: str | None) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-    if status is not None:
-        clauses.append("status = ?")
-        args.append(str(status))
+def _filters(
+    statuses: frozenset[JobStatus], pipeline: str | None, q: str | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of :meth:`SqliteStore.list_jobs` (status and pipeline are indexed
+    columns; the file name is only in the job's document)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if statuses:
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(sorted(str(s) for s in statuses))
     if pipeline is not None:
         clauses.append("pipeline = ?")
         args.append(pipeline)
+    if q:
+        clauses.append("xmlflow_name_matches(json_extract(CAST(doc AS TEXT), '$.filename'), ?)")
+        args.append(q)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
