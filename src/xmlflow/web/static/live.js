@@ -163,11 +163,14 @@ export class LiveUpdates {
     this.#pollTimer = null;
     if (!this.#waiting.size) return;
     try {
-      const { jobs } = await api("/api/jobs?limit=500");
-      for (const job of jobs) {
-        const card = this.#waiting.get(job.id);
-        card?.applySnapshot(job);
-        if (card?.finished) this.#waiting.delete(job.id);
+      // Only unfinished jobs: a long history is not read every 3 s. A waiting card whose
+      // job is not among them has ended: its own record says how.
+      const { jobs } = await api("/api/jobs?status=queued,running&limit=500");
+      const unfinished = new Set(jobs.map((job) => job.id));
+      for (const job of jobs) this.#waiting.get(job.id)?.applySnapshot(job);
+      for (const card of [...this.#waiting.values()]) {
+        if (!unfinished.has(card.id)) card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}`));
+        if (card.finished) this.#waiting.delete(card.id);
       }
     } catch {
       // Offline for now: the stream says so on its cards; try again at the next poll.
