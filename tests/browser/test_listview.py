@@ -134,6 +134,10 @@ def test_list_view_searches_filters_and_acts_on_a_selection(page: Page, lv_serve
     row = rows.filter(has_text="ledger-slow.xml")
     expect(row.locator(".row-status")).to_have_text("Running")
     expect(row.locator(".row-pipeline")).to_have_text("slow")
+    first = rows.filter(has_text="ledger-c.xml").locator(".row-select")
+    first.check()
+    screenshot(page, "list-view")
+    first.uncheck()
 
     # filters: status, then pipeline
     page.locator("#list-status").select_option(label="Succeeded")
@@ -141,7 +145,6 @@ def test_list_view_searches_filters_and_acts_on_a_selection(page: Page, lv_serve
     page.locator("#list-status").select_option(label="Any")
     page.locator("#list-pipeline").select_option("slow")
     expect(rows).to_have_count(1)
-    screenshot(page, "list-view")
 
     # cancel the running one from the list
     row.locator(".row-select").check()
