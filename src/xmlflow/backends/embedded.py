@@ -177,16 +177,24 @@ class SqliteStore:
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Job], int]:
+        """The page's rows are chosen by key alone, then only their documents are read:
+        sorting whole documents (several statuses match thousands of rows) cost 200 times
+        more. A name search reads every document once, so it collects the matching keys in
+        that one pass instead of counting in a second (``bench/list_jobs.py``)."""
         where, args = _filters(status_set(status), pipeline, q)
         db = self._db()
+        order = "ORDER BY created_at DESC, id"
         if q:  # SQLite's lower() folds ASCII only: the name test is Python's, as in Redis
             db.create_function("xmlflow_name_matches", 2, name_matches, deterministic=True)
-        total = db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
-        rows = db.execute(
-            f"SELECT doc FROM jobs {where} ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        ).fetchall()
-        return [_load(r[0]) for r in rows], int(total)
+            keys = [r[0] for r in db.execute(f"SELECT rowid FROM jobs {where} {order}", args)]
+            total, page = len(keys), keys[offset : offset + limit]
+        else:
+            total = int(db.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0])
+            sql = f"SELECT rowid FROM jobs {where} {order} LIMIT ? OFFSET ?"
+            page = [r[0] for r in db.execute(sql, [*args, limit, offset])]
+        marks = ", ".join("?" * len(page))
+        rows = db.execute(f"SELECT doc FROM jobs WHERE rowid IN ({marks}) {order}", page)
+        return [_load(r[0]) for r in rows], total
 
     def claim(self, job_id: str) -> Job | None:
         with self._transaction() as db:
