@@ -179,6 +179,30 @@ def test_list_view_searches_filters_and_acts_on_a_selection(page: Page, lv_serve
     expect(page.locator(".job", has_text="ledger-a.xml")).to_have_count(0)
 
 
+def test_past_50_unfinished_cards_the_others_are_polled(page: Page, make_server: Any) -> None:
+    """The stream follows 50 jobs; the others' cards are refreshed by one request for the
+    unfinished jobs, and a waiting job that ended meanwhile is looked up on its own.
+
+    A server of its own, killed at the end: cancelling 55 jobs one by one costs more."""
+    server = make_server(XMLFLOW_WORKERS="1")
+    jobs = server.upload(*[(f"waiting-{i:02d}.xml", XML) for i in range(55)], pipeline="slow")
+    open_page(page, server.url)
+    cards = page.locator(".job")
+    expect(cards).to_have_count(25)
+    page.locator("#load-more").click()
+    expect(cards).to_have_count(50)
+    page.locator("#load-more").click()
+    expect(cards).to_have_count(55)
+    page.wait_for_function("window.xmlflow.live.followedCount === 50")
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if "/api/jobs?" in r.url else None)
+    oldest = jobs[0]["id"]  # shown last, so waiting for a place on the stream
+    httpx.post(f"{server.url}/api/jobs/{oldest}/cancel", timeout=10)
+    card = page.locator(f'.job[data-job-id="{oldest}"]')
+    expect(card).to_have_attribute("data-status", "cancelled", timeout=8000)
+    assert polls and all("status=queued,running" in url for url in polls), polls
+
+
 def _history(data_dir: Path, count: int) -> None:
     """``count`` ended jobs written straight to the server's store (SQLite in WAL mode takes
     another process's writes), as if run long ago: no pipeline to wait for."""

@@ -144,7 +144,7 @@ function setUpViews() {
 async function loadPipelines(picker) {
   try {
     const body = await api("/api/pipelines");
-    options.setPipelines(body.pipelines);
+    options.setPipelines(body.pipelines, body.default);
     list.setPipelines(body.pipelines.map((p) => p.name));
   } catch {
     // Without them the page still uploads with the configured options.

@@ -109,8 +109,17 @@ export class JobList {
     this.#render(page.jobs);
     this.root.setAttribute("aria-busy", "false");
     if (this.visible && page.jobs.some((job) => !FINISHED.has(job.status))) {
-      this.#refreshTimer = setTimeout(() => this.refresh(), REFRESH_MS);
+      this.#refreshTimer = setTimeout(() => this.#refreshIfSeen(), REFRESH_MS);
     }
+  }
+
+  /** A tab in the background asks nothing; coming back, it asks at once. */
+  #refreshIfSeen() {
+    if (document.hidden) {
+      document.addEventListener("visibilitychange", () => this.visible && this.refresh(), { once: true });
+      return;
+    }
+    this.refresh();
   }
 
   #query() {

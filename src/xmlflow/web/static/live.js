@@ -154,6 +154,17 @@ export class LiveUpdates {
     }
   }
 
+  /** A waiting card whose job has ended (or is gone): the server's record says which. */
+  async #lookUp(card) {
+    try {
+      card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}`));
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      card.setNote("This job no longer exists on the server (it was removed or expired).");
+      this.#waiting.delete(card.id);
+    }
+  }
+
   #schedulePoll() {
     if (this.#pollTimer) return;
     this.#pollTimer = setTimeout(() => this.#poll(), POLL_MS);
@@ -169,7 +180,7 @@ export class LiveUpdates {
       const unfinished = new Set(jobs.map((job) => job.id));
       for (const job of jobs) this.#waiting.get(job.id)?.applySnapshot(job);
       for (const card of [...this.#waiting.values()]) {
-        if (!unfinished.has(card.id)) card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}`));
+        if (!unfinished.has(card.id)) await this.#lookUp(card);
         if (card.finished) this.#waiting.delete(card.id);
       }
     } catch {

@@ -22,6 +22,7 @@ export class OptionInputError extends Error {
 export class StepOptions {
   #pipelines = new Map(); // pipeline name -> its steps (with upload_options)
   #controls = []; // {step, option, input, types}
+  fallback = "default"; // the pipeline an upload without one runs
 
   /** @param root the <details> that holds the options (hidden while there are none) */
   constructor(root) {
@@ -32,13 +33,14 @@ export class StepOptions {
   }
 
   /** The pipelines as GET /api/pipelines lists them (none: the page shows no options). */
-  setPipelines(pipelines) {
+  setPipelines(pipelines, fallback = "default") {
     this.#pipelines = new Map(pipelines.map((p) => [p.name, p.steps]));
+    this.fallback = fallback;
   }
 
   /** The controls of one pipeline's steps (the default pipeline when none is named). */
   show(pipeline) {
-    const steps = this.#pipelines.get(pipeline || "default") ?? [];
+    const steps = this.#pipelines.get(pipeline || this.fallback) ?? [];
     this.#controls = [];
     this.fields.replaceChildren();
     this.clearError();
