@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Event, EventType, Job, JobStatus
+
+if TYPE_CHECKING:
+    from ..webhooks import Outbox
+
 
 MAX_QUERY_CHARS = 200
 """The longest file-name search (``q``) a list accepts: every job's name is compared to it."""
@@ -125,3 +129,4 @@ class Backend:
     executor: Executor
     close: Callable[[], None]
     start: Callable[[], None] = lambda: None  # background duties (the Redis lost-job monitor)
+    outbox: Outbox | None = None  # webhook deliveries, when XMLFLOW_WEBHOOK_URL is set
