@@ -125,6 +125,12 @@ static inline size_t clean_run(const char *s, size_t n) {
         if (needs_escape8(w))
             break;
     }
+    if (i < n && n - i < 8) { /* the tail, padded with a byte that needs no escape */
+        uint64_t w = 0x6161616161616161ull;
+        memcpy(&w, s + i, n - i);
+        if (!needs_escape8(w))
+            return n;
+    }
     while (i < n && !ESCAPED[(unsigned char)s[i]])
         i++;
     return i;
@@ -203,9 +209,13 @@ static size_t space_before(const unsigned char *s, size_t n) {
     return 0;
 }
 
+static inline int plain_ascii(unsigned char c) { return c > 0x20 && c < 0x80; }
+
 static void strip(const char **s, size_t *n) {
     const unsigned char *p = (const unsigned char *)*s;
     size_t len = *n, k;
+    if (len && plain_ascii(p[0]) && plain_ascii(p[len - 1]))
+        return; /* the common case: nothing to strip at either end */
     while (len && (k = space_at(p, len)) != 0) {
         p += k;
         len -= k;
@@ -227,11 +237,21 @@ typedef struct {
     int forced;     /* an element name listed in force_list */
 } Sym;
 
+/* Element names repeat: a direct-mapped cache keyed by a name's length and first
+ * eight bytes finds most of them with one word compare, no hashing of the bytes. */
+#define NAME_CACHE 256
+typedef struct {
+    uint64_t head;  /* the name's first eight bytes, zero-padded */
+    uint32_t len;
+    uint32_t sym;   /* symbol index + 1, 0 = empty */
+} CachedName;
+
 typedef struct {
     Sym *syms;
     uint32_t count, cap;
     uint32_t *slots; /* symbol index + 1, open addressing */
     uint32_t nslots;
+    CachedName names[NAME_CACHE];
 } Symbols;
 
 static uint32_t hash_bytes(const char *s, size_t n) {
@@ -247,6 +267,7 @@ static void symbols_clear(Symbols *t) {
         PyMem_RawFree(t->syms[i].json);
     }
     t->count = 0;
+    memset(t->names, 0, sizeof t->names);
     if (t->slots)
         memset(t->slots, 0, t->nslots * sizeof(uint32_t));
 }
@@ -378,6 +399,28 @@ static int account(Converter *c, size_t n) {
     return -1;
 }
 
+static long intern(Converter *c, const Buf *prefix, const char *s, size_t n);
+
+static inline uint64_t head8(const char *s, size_t n) {
+    uint64_t w = 0;
+    memcpy(&w, s, n < 8 ? n : 8);
+    return w;
+}
+
+/* Intern an element name (no prefix) through the name cache. */
+static long intern_name(Converter *c, const char *s, size_t n) {
+    uint64_t head = head8(s, n);
+    uint64_t mix = (head ^ ((uint64_t)n * 0x9e3779b97f4a7c15ull)) * 0x9e3779b97f4a7c15ull;
+    CachedName *slot = &c->symbols.names[mix >> 56];
+    if (slot->sym && slot->head == head && slot->len == n &&
+        (n <= 8 || !memcmp(c->symbols.syms[slot->sym - 1].raw + 8, s + 8, n - 8)))
+        return (long)slot->sym - 1;
+    long sym = intern(c, NULL, s, n);
+    if (sym >= 0 && n <= UINT32_MAX)
+        *slot = (CachedName){head, (uint32_t)n, (uint32_t)sym + 1};
+    return sym;
+}
+
 /* Intern `prefix + s`; returns the symbol index or -1 (out of memory). */
 static long intern(Converter *c, const Buf *prefix, const char *s, size_t n) {
     Symbols *t = &c->symbols;
@@ -440,9 +483,7 @@ static uint32_t new_entry(Converter *c, uint32_t sym, uint32_t kind) {
         c->entries_cap = cap;
     }
     uint32_t i = c->nentries++;
-    memset(&c->entries[i], 0, sizeof(Entry));
-    c->entries[i].sym = sym;
-    c->entries[i].kind = kind;
+    c->entries[i] = (Entry){.sym = sym, .kind = kind};
     return i;
 }
 
@@ -659,7 +700,7 @@ static void start_record(Converter *c) {
 /* An element inside a record: its entry, then its attributes into its own list. */
 static void open_element(Converter *c, const char *name, size_t n, const XML_Char **atts) {
     Frame *f = &c->frames[c->depth];
-    long s = intern(c, NULL, name, n);
+    long s = intern_name(c, name, n);
     uint32_t e = s < 0 ? 0 : new_entry(c, (uint32_t)s, KIND_ELEM);
     if (e == 0)
         return out_of_memory(c);
