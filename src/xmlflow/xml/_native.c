@@ -144,6 +144,10 @@ static int put_json_string(Buf *b, const char *s, size_t n) {
     if (buf_reserve(b, n + 2) < 0)
         return -1;
     b->p[b->len++] = '"';
+    if (n == 0) { /* s may be NULL (an empty arena): memcpy must not see it */
+        b->p[b->len++] = '"';
+        return 0;
+    }
     size_t i = 0;
     for (;;) {
         size_t run = clean_run(s + i, n - i);
