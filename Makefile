@@ -50,8 +50,8 @@ test-native-asan: $(VENV)/.installed-test
 	XMLFLOW_NATIVE_ASAN=1 XMLFLOW_NATIVE_REQUIRED=1 $(BIN)/pip install --quiet --no-deps -e .
 	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
 		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 XMLFLOW_NATIVE_ASAN=1 \
-		$(BIN)/pytest -q -p no:cacheprovider -k "not xmlflow_run and not server and not http" \
-		tests/test_native.py tests/test_native_corpus.py; \
+		$(BIN)/pytest -q -s -p no:cacheprovider -k "not xmlflow_run and not server and not http" \
+		tests/test_native.py tests/test_native_corpus.py tests/test_native_fast_paths.py; \
 		status=$$?; $(BIN)/pip install --quiet --no-deps -e .; exit $$status
 
 clean:

@@ -2,24 +2,33 @@
 
 Generates deterministic XML of ``--size-mb`` in four shapes (records, the same
 records namespaced, a book of chapters, one big record: see :data:`SHAPES`)
-(under ``bench/out/``, git-ignored), runs every contender in its own subprocess (so
-each peak RSS is its own, read from ``/proc/self/status`` VmHWM, and its CPU time
-its own, from ``getrusage(RUSAGE_CHILDREN)``) and prints one table with MB/s, peak
-RSS and ratios (by CPU time) to xmltodict and to the lxml floor.
+(under ``bench/out/``, git-ignored) and prints one table, every contender side by
+side in the same run, with MB/s, peak RSS and ratios (by CPU time) to xmltodict and
+to the lxml floor:
 
-    .venv/bin/python bench/xml_throughput.py --size-mb 200
+- the lxml iterparse floor and the recipe users migrate from (``xmltodict.parse`` +
+  ``json.dump``), and xmltodict's streaming mode;
+- ``xmlflow run`` as users run it, a whole process (start-up, the forkserver, the
+  job's process, the output's copy) on the native core in each mode, and in ``json``
+  with ``XMLFLOW_NATIVE=0`` (the pure-Python path);
+- the ``process_xml`` step alone in one interpreter, native and Python.
 
-xmlflow runs through the ``process_xml`` step, exactly as users run it.
+Each contender is one process tree; this script is its subreaper, so its CPU time is
+the sum over every process of the tree (``os.wait4``) and its peak RSS the largest
+process's. The native and Python ``json`` outputs are checked to be the same bytes.
+
+    .venv/bin/python bench/xml_throughput.py --size-mb 50 --shapes records,document
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import hashlib
 import json
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -152,75 +161,140 @@ ctx = StepContext(job_id="bench", step_id="process_xml", input=Path(SRC), workdi
                   filename=Path(SRC).name, options={"mode": MODE})
 run_xml_processing_step(ctx)
 """
-PEAK = """
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM:"):
-        print("PEAK_KB", line.split()[1])
+
+
+CONFIG = """PIPELINES = {{"default": [{{"id": "process_xml", "name": "Convert",
+    "module": "run_xml_processing_step", "options": {{"mode": "{mode}"}}}}]}}
 """
+SUFFIX = {"json": ".json", "jsonl": ".jsonl", "split": ".zip"}
+PR_SET_CHILD_SUBREAPER = 36
+PYTHON_PATH = {"XMLFLOW_NATIVE": "0"}
 
 
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def become_subreaper() -> None:
+    """Adopt orphaned descendants: ``xmlflow run`` converts in a child of its
+    forkserver, which outlives it; reaping them here counts their CPU time too."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def run(code: str, src: Path, mode: str = "json") -> tuple[float, float, float]:
-    """Run ``code`` in a subprocess; return (CPU seconds, wall seconds, peak RSS MiB).
+def measure(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``argv``; return (CPU seconds, wall seconds, peak RSS MiB) of its whole tree.
 
-    CPU time is what the ratios use: on a shared machine wall time swings by 2× with
-    the neighbours' load, CPU time by a few percent.
+    Every descendant is reaped here (we are their subreaper), so the CPU time is the
+    sum over all of them and the peak is the largest process's. CPU time is what the
+    ratios use: on a shared machine wall time swings by 2× with the neighbours' load.
     """
-    cpu = _child_cpu()
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        dst = Path(tmp) / "out"
-        prelude = f"SRC = {str(src)!r}\nDST = {str(dst)!r}\nMODE = {mode!r}\n"
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-c", prelude + code + PEAK],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        elapsed = time.perf_counter() - start
-    peak_kb = next(int(x.split()[1]) for x in done.stdout.splitlines() if x.startswith("PEAK_KB"))
-    return _child_cpu() - cpu, elapsed, peak_kb / 1024
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL)
+    cpu, peak, code = 0.0, 0, None
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            break
+        cpu += usage.ru_utime + usage.ru_stime
+        peak = max(peak, usage.ru_maxrss)
+        if pid == proc.pid:
+            code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code:
+        raise RuntimeError(f"{argv} failed with {code}")
+    return cpu, time.perf_counter() - start, peak / 1024
 
 
-def main() -> None:
+def python_code(code: str, src: Path, dst: Path, mode: str = "json") -> list[str]:
+    prelude = f"SRC = {str(src)!r}\nDST = {str(dst)!r}\nMODE = {mode!r}\n"
+    return [sys.executable, "-c", prelude + code]
+
+
+def xmlflow_run(src: Path, tmp: Path, mode: str) -> tuple[list[str], Path]:
+    """``xmlflow run`` on ``src`` with a one-step pipeline in ``mode``; (argv, output)."""
+    config = tmp / f"config_{mode}.py"
+    config.write_text(CONFIG.format(mode=mode))
+    out = tmp / f"out_{mode}_{len(list(tmp.iterdir()))}"
+    xmlflow = Path(sys.executable).parent / "xmlflow"
+    argv = [str(xmlflow), "run", "--config", str(config), "--out", str(out), str(src)]
+    return argv, out / (src.stem + SUFFIX[mode])
+
+
+def digest(path: Path) -> str:
+    """The output's SHA-256, read in chunks: a forked child inherits our peak RSS
+    (Linux keeps the pre-exec high-water mark), so this process must stay small."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+Contender = tuple[str, list[str], dict[str, str], Path | None]
+
+
+def contenders(src: Path, tmp: Path, skip_xmltodict: bool) -> list[Contender]:
+    """Every contender on ``src``: (name, argv, environment, json output to compare)."""
+    found: list[Contender] = [
+        ("lxml iterparse floor", python_code(FLOOR, src, tmp / "floor"), {}, None),
+    ]
+    if not skip_xmltodict:
+        recipe = python_code(XMLTODICT, src, tmp / "xmltodict.json")
+        found.append(("xmltodict.parse + json.dump", recipe, {}, None))
+    stream = python_code(XMLTODICT_STREAM, src, tmp / "xmltodict.jsonl")
+    found.append(("xmltodict streaming (item_depth=2)", stream, {}, None))
+    for mode in ("json", "jsonl", "split"):
+        argv, out = xmlflow_run(src, tmp, mode)
+        found.append((f"xmlflow run {mode} (native)", argv, {}, out if mode == "json" else None))
+    argv, out = xmlflow_run(src, tmp, "json")
+    found.append(("xmlflow run json (Python path)", argv, PYTHON_PATH, out))
+    step = tmp / "step"
+    found.append(("process_xml json alone (native)", python_code(XMLFLOW, src, step), {}, None))
+    python_step = python_code(XMLFLOW, src, tmp / "step-py")
+    found.append(("process_xml json alone (Python path)", python_step, PYTHON_PATH, None))
+    return found
+
+
+def bench_shape(shape: str, size_mb: int, skip_xmltodict: bool, repeat: int) -> None:
+    src = generate(shape, size_mb)
+    mb = src.stat().st_size / 1_000_000
+    rates: dict[str, float] = {}
+    outputs: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp_name:
+        for name, argv, env, out in contenders(src, Path(tmp_name), skip_xmltodict):
+            cpu, wall, peak = min(measure(argv, env) for _ in range(repeat))
+            rates[name] = mb / cpu
+            if out is not None:
+                outputs[name] = digest(out)
+                out.unlink()
+            row(shape, mb, name, rates, wall, peak)
+    if len(set(outputs.values())) > 1:
+        raise SystemExit(f"native and Python json outputs differ on {src}")
+
+
+def row(
+    shape: str, mb: float, name: str, rates: dict[str, float], wall: float, peak: float
+) -> None:
+    base = rates.get("xmltodict.parse + json.dump")
+    floor = rates["lxml iterparse floor"]
+    ratio = f"{rates[name] / base:.2f}" if base else "–"
+    print(
+        f"| {shape} {mb:.0f} MB | {name} | {rates[name]:.1f} | {mb / wall:.1f} | {peak:.0f} "
+        f"| {ratio} | {rates[name] / floor:.2f} |",
+        flush=True,
+    )
+
+
+def main(size_mb: int = 200, shapes: str = ",".join(SHAPES)) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size-mb", type=int, default=200)
-    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--size-mb", type=int, default=size_mb)
+    ap.add_argument("--shapes", default=shapes)
     ap.add_argument("--skip-xmltodict", action="store_true", help="skip the slow whole-tree run")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender; the best counts")
     args = ap.parse_args()
-    contenders = [
-        ("lxml iterparse floor", FLOOR, "json"),
-        ("xmltodict.parse + json.dump", XMLTODICT, "json"),
-        ("xmltodict streaming (item_depth=2)", XMLTODICT_STREAM, "json"),
-        ("xmlflow process_xml json", XMLFLOW, "json"),
-        ("xmlflow process_xml jsonl", XMLFLOW, "jsonl"),
-        ("xmlflow process_xml split", XMLFLOW, "split"),
-    ]
+    become_subreaper()
+    load = os.getloadavg()
     print("| shape | contender | MB/s (CPU) | MB/s (wall) | peak RSS MiB | × xmltodict | × floor |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for shape in args.shapes.split(","):
-        src = generate(shape, args.size_mb)
-        mb = src.stat().st_size / 1_000_000
-        rates: dict[str, float] = {}
-        for name, code, mode in contenders:
-            if args.skip_xmltodict and code is XMLTODICT:
-                continue
-            cpu, wall, peak = min(run(code, src, mode) for _ in range(args.repeat))
-            rates[name] = mb / cpu
-            base = rates.get("xmltodict.parse + json.dump")
-            floor = rates["lxml iterparse floor"]
-            ratio = f"{rates[name] / base:.2f}" if base else "–"
-            print(
-                f"| {shape} {mb:.0f} MB | {name} | {mb / cpu:.1f} | {mb / wall:.1f} | {peak:.0f} "
-                f"| {ratio} | {rates[name] / floor:.2f} |",
-                flush=True,
-            )
-    print(json.dumps({"python": sys.version.split()[0], "load": os.getloadavg()[0]}))
+        bench_shape(shape, args.size_mb, args.skip_xmltodict, args.repeat)
+    print(json.dumps({"python": sys.version.split()[0], "load": [load, os.getloadavg()]}))
 
 
 if __name__ == "__main__":

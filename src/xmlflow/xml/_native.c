@@ -106,39 +106,79 @@ static void init_escaped(void) {
     ESCAPED['"'] = ESCAPED['\\'] = 1;
 }
 
-/* Write `s` as a JSON string the way orjson does: only '"', '\\' and C0 escaped. */
+/* Nonzero when any of the eight bytes in `w` is one JSON strings escape: below 0x20,
+ * '"' or '\\' (the classic exact "has a byte below n" and "has a zero byte" tests,
+ * the latter on w ^ '"' and w ^ '\\'). UTF-8's high-bit bytes never match. */
+static inline uint64_t needs_escape8(uint64_t w) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+            ((backslash - ones) & ~backslash)) & highs;
+}
+
+/* The length of the prefix of s[0..n) that needs no escaping. */
+static inline size_t clean_run(const char *s, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (needs_escape8(w))
+            break;
+    }
+    if (i < n && n - i < 8) { /* the tail, padded with a byte that needs no escape */
+        uint64_t w = 0x6161616161616161ull;
+        memcpy(&w, s + i, n - i);
+        if (!needs_escape8(w))
+            return n;
+    }
+    while (i < n && !ESCAPED[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
+/* Write `s` as a JSON string the way orjson does: only '"', '\\' and C0 escaped.
+ * Clean runs are found eight bytes at a time and copied whole: the common string
+ * (nothing to escape) costs one reserve, a scan and one memcpy. Room is made for
+ * what is left plus one escape at a time, so a huge text never reserves 6x. */
 static int put_json_string(Buf *b, const char *s, size_t n) {
-    if (buf_reserve(b, n + 2) < 0 || buf_byte(b, '"') < 0)
+    if (buf_reserve(b, n + 2) < 0)
         return -1;
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!ESCAPED[c])
-            continue;
-        if (buf_put(b, s + start, i - start) < 0)
+    b->p[b->len++] = '"';
+    if (n == 0) { /* s may be NULL (an empty arena): memcpy must not see it */
+        b->p[b->len++] = '"';
+        return 0;
+    }
+    size_t i = 0;
+    for (;;) {
+        size_t run = clean_run(s + i, n - i);
+        memcpy(b->p + b->len, s + i, run);
+        b->len += run;
+        i += run;
+        if (i == n)
+            break;
+        if (buf_reserve(b, 6 + (n - i) + 1) < 0)
             return -1;
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        unsigned char c = (unsigned char)s[i++];
+        char *o = b->p + b->len;
+        o[0] = '\\';
         size_t len = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"': o[1] = '"'; break;
+        case '\\': o[1] = '\\'; break;
+        case '\b': o[1] = 'b'; break;
+        case '\f': o[1] = 'f'; break;
+        case '\n': o[1] = 'n'; break;
+        case '\r': o[1] = 'r'; break;
+        case '\t': o[1] = 't'; break;
         default:
-            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
-            esc[4] = HEX[c >> 4]; esc[5] = HEX[c & 15];
+            o[1] = 'u'; o[2] = '0'; o[3] = '0';
+            o[4] = HEX[c >> 4]; o[5] = HEX[c & 15];
             len = 6;
         }
-        if (buf_put(b, esc, len) < 0)
-            return -1;
-        start = i + 1;
+        b->len += len;
     }
-    if (buf_put(b, s + start, n - start) < 0)
-        return -1;
-    return buf_byte(b, '"');
+    b->p[b->len++] = '"';
+    return 0;
 }
 
 /* Length of the whitespace character (Python's str.isspace) starting at s, else 0. */
@@ -173,9 +213,13 @@ static size_t space_before(const unsigned char *s, size_t n) {
     return 0;
 }
 
+static inline int plain_ascii(unsigned char c) { return c > 0x20 && c < 0x80; }
+
 static void strip(const char **s, size_t *n) {
     const unsigned char *p = (const unsigned char *)*s;
     size_t len = *n, k;
+    if (len && plain_ascii(p[0]) && plain_ascii(p[len - 1]))
+        return; /* the common case: nothing to strip at either end */
     while (len && (k = space_at(p, len)) != 0) {
         p += k;
         len -= k;
@@ -197,11 +241,21 @@ typedef struct {
     int forced;     /* an element name listed in force_list */
 } Sym;
 
+/* Element names repeat: a direct-mapped cache keyed by a name's length and first
+ * eight bytes finds most of them with one word compare, no hashing of the bytes. */
+#define NAME_CACHE 256
+typedef struct {
+    uint64_t head;  /* the name's first eight bytes, zero-padded */
+    uint32_t len;
+    uint32_t sym;   /* symbol index + 1, 0 = empty */
+} CachedName;
+
 typedef struct {
     Sym *syms;
     uint32_t count, cap;
     uint32_t *slots; /* symbol index + 1, open addressing */
     uint32_t nslots;
+    CachedName names[NAME_CACHE];
 } Symbols;
 
 static uint32_t hash_bytes(const char *s, size_t n) {
@@ -217,6 +271,7 @@ static void symbols_clear(Symbols *t) {
         PyMem_RawFree(t->syms[i].json);
     }
     t->count = 0;
+    memset(t->names, 0, sizeof t->names);
     if (t->slots)
         memset(t->slots, 0, t->nslots * sizeof(uint32_t));
 }
@@ -348,6 +403,28 @@ static int account(Converter *c, size_t n) {
     return -1;
 }
 
+static long intern(Converter *c, const Buf *prefix, const char *s, size_t n);
+
+static inline uint64_t head8(const char *s, size_t n) {
+    uint64_t w = 0;
+    memcpy(&w, s, n < 8 ? n : 8);
+    return w;
+}
+
+/* Intern an element name (no prefix) through the name cache. */
+static long intern_name(Converter *c, const char *s, size_t n) {
+    uint64_t head = head8(s, n);
+    uint64_t mix = (head ^ ((uint64_t)n * 0x9e3779b97f4a7c15ull)) * 0x9e3779b97f4a7c15ull;
+    CachedName *slot = &c->symbols.names[mix >> 56];
+    if (slot->sym && slot->head == head && slot->len == n &&
+        (n <= 8 || !memcmp(c->symbols.syms[slot->sym - 1].raw + 8, s + 8, n - 8)))
+        return (long)slot->sym - 1;
+    long sym = intern(c, NULL, s, n);
+    if (sym >= 0 && n <= UINT32_MAX)
+        *slot = (CachedName){head, (uint32_t)n, (uint32_t)sym + 1};
+    return sym;
+}
+
 /* Intern `prefix + s`; returns the symbol index or -1 (out of memory). */
 static long intern(Converter *c, const Buf *prefix, const char *s, size_t n) {
     Symbols *t = &c->symbols;
@@ -410,9 +487,7 @@ static uint32_t new_entry(Converter *c, uint32_t sym, uint32_t kind) {
         c->entries_cap = cap;
     }
     uint32_t i = c->nentries++;
-    memset(&c->entries[i], 0, sizeof(Entry));
-    c->entries[i].sym = sym;
-    c->entries[i].kind = kind;
+    c->entries[i] = (Entry){.sym = sym, .kind = kind};
     return i;
 }
 
@@ -629,7 +704,7 @@ static void start_record(Converter *c) {
 /* An element inside a record: its entry, then its attributes into its own list. */
 static void open_element(Converter *c, const char *name, size_t n, const XML_Char **atts) {
     Frame *f = &c->frames[c->depth];
-    long s = intern(c, NULL, name, n);
+    long s = intern_name(c, name, n);
     uint32_t e = s < 0 ? 0 : new_entry(c, (uint32_t)s, KIND_ELEM);
     if (e == 0)
         return out_of_memory(c);
