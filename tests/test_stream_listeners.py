@@ -70,7 +70,10 @@ def wait_listeners(server: Server, count: int, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
-async def follow(client: httpx.AsyncClient, url: str, last_event_id: int | None) -> Received:
+async def follow(
+    client: httpx.AsyncClient, url: str, last_event_id: int | None, seen: list[int]
+) -> Received:
+    """The stream's events until the server closes it; ``seen[0]``: the newest id seen."""
     headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
     events: Received = []
     async with aconnect_sse(client, "GET", url, headers=headers) as source:
@@ -78,22 +81,25 @@ async def follow(client: httpx.AsyncClient, url: str, last_event_id: int | None)
         async for sse in source.aiter_sse():
             if sse.data:
                 events.append((int(sse.id), sse.event, sse.data))
-    return events  # the server closed the stream
+                seen[0] = max(seen[0], events[-1][0])
+    return events
 
 
 async def crowd(server: Server, job_id: str, go: Path) -> list[tuple[int, Received]]:
     """EARLY streams from the start, then go, then LATE more while the events flow."""
     url = f"{server.url}/stream/{job_id}"
-    limits = httpx.Limits(max_connections=EARLY + LATE + 10)
+    # A connection per stream, never reused: a stream's end may close its connection, and a
+    # request sent on it at that moment would be lost (a client's race, not the server's).
+    limits = httpx.Limits(max_connections=EARLY + LATE + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60, connect=20), limits=limits) as client:
-        tasks = [(0, asyncio.create_task(follow(client, url, None))) for _ in range(EARLY)]
+        seen = [0]
+        tasks = [(0, asyncio.create_task(follow(client, url, None, seen))) for _ in range(EARLY)]
         await asyncio.to_thread(wait_listeners, server, EARLY)  # all registered
         go.touch()
         for n in range(LATE):
             await asyncio.sleep(EVENTS * 0.1 / LATE)  # joins spread over the events
-            seen = (await client.get(f"{server.url}/api/jobs/{job_id}")).json()["last_event_id"]
-            after = (seen * n // LATE) if n % 2 else None  # from an earlier event, or the start
-            tasks.append((after or 0, asyncio.create_task(follow(client, url, after))))
+            after = (seen[0] * n // LATE) if n % 2 else None  # from an earlier event, or the start
+            tasks.append((after or 0, asyncio.create_task(follow(client, url, after, seen))))
         results = await asyncio.wait_for(asyncio.gather(*(t for _, t in tasks)), 60)
         return [(after, events) for (after, _), events in zip(tasks, results, strict=True)]
 
