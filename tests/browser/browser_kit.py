@@ -158,7 +158,7 @@ def upload(
     With ``new_jobs``, waits until each file's card is on the page.
     """
     if pipeline:
-        page.get_by_label("Pipeline").select_option(pipeline)
+        page.get_by_label("Pipeline", exact=True).select_option(pipeline)
     cards_before = page.locator(".job").count()
     page.locator("#file-input").set_input_files(
         [{"name": name, "mimeType": "application/xml", "buffer": body} for name, body in files]

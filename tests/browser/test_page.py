@@ -194,7 +194,7 @@ def test_screenshots_of_the_main_states(page: Page, fresh_server: Any) -> None:
     """docs/screenshots/: empty, then jobs in every state, at 1440 and at 360 px wide."""
     open_page(page, fresh_server.url)
     expect(page.locator("#empty-state")).to_be_visible()
-    expect(page.get_by_label("Pipeline")).to_be_visible()
+    expect(page.get_by_label("Pipeline", exact=True)).to_be_visible()
     expect(page.get_by_label("Choose XML files or drop them here")).to_be_attached()
     screenshot(page, "desktop-empty")
     page.set_viewport_size(NARROW)

@@ -6,11 +6,32 @@ one (:mod:`.redis`). The web layer and the worker see only these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Event, EventType, Job, JobStatus
+
+if TYPE_CHECKING:
+    from ..webhooks import Outbox
+
+
+MAX_QUERY_CHARS = 200
+"""The longest file-name search (``q``) a list accepts: every job's name is compared to it."""
+
+
+def status_set(status: JobStatus | Collection[JobStatus] | None) -> frozenset[JobStatus]:
+    """``list_jobs``'s ``status`` argument as a set (empty: no filter)."""
+    if status is None:
+        return frozenset()
+    if isinstance(status, JobStatus):
+        return frozenset({status})
+    return frozenset(status)
+
+
+def name_matches(filename: str, q: str | None) -> bool:
+    """The one meaning of ``q`` for every store: a case-insensitive substring of the name."""
+    return not q or q.casefold() in filename.casefold()
 
 
 class JobStore(Protocol):
@@ -24,12 +45,18 @@ class JobStore(Protocol):
     def list_jobs(
         self,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         pipeline: str | None = None,
+        q: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Job], int]:
-        """Newest first; returns one page and the total count."""
+        """Newest first; returns one page and the total count of the jobs that match.
+
+        ``status``: one status or several (any of them; empty: all); ``q``: a substring of
+        the file name, compared case-insensitively (``str.casefold``). The caller bounds
+        ``q``'s length (:data:`MAX_QUERY_CHARS`).
+        """
 
     def claim(self, job_id: str) -> Job | None:
         """Atomically move a queued job to running as its next attempt (``Job.attempt``);
@@ -102,3 +129,4 @@ class Backend:
     executor: Executor
     close: Callable[[], None]
     start: Callable[[], None] = lambda: None  # background duties (the Redis lost-job monitor)
+    outbox: Outbox | None = None  # webhook deliveries, when XMLFLOW_WEBHOOK_URL is set

@@ -13,6 +13,7 @@ import orjson
 from flask import Blueprint, Response, request, send_file
 from werkzeug.utils import secure_filename
 
+from ..backends.base import MAX_QUERY_CHARS
 from ..errors import (
     BadRequest,
     Conflict,
@@ -133,22 +134,37 @@ def _check_room(svc: Service, count: int) -> None:
 
 @bp.get("/api/jobs")
 def list_jobs() -> dict[str, Any]:
+    """Newest first, one page; filters: ``status`` (repeated or comma-separated: any of
+    them), ``pipeline``, ``q`` (a case-insensitive substring of the file name)."""
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
-    status = request.args.get("status")
-    try:
-        status_filter = JobStatus(status) if status else None
-    except ValueError:
+    q = request.args.get("q", "")
+    if len(q) > MAX_QUERY_CHARS:
         raise BadRequest(
-            f"unknown status {status!r}", details={"allowed": [str(s) for s in JobStatus]}
-        ) from None
+            f"q is {len(q)} characters long; the limit is {MAX_QUERY_CHARS}",
+            details={"field": "q", "length": len(q), "limit": MAX_QUERY_CHARS},
+        )
     jobs, total = service().store.list_jobs(
-        status=status_filter,
+        status=_statuses(),
         pipeline=request.args.get("pipeline") or None,
+        q=q or None,
         limit=limit,
         offset=offset,
     )
     return {"jobs": [job_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
+
+
+def _statuses() -> set[JobStatus]:
+    """``?status=a&status=b`` or ``?status=a,b``: any of them (none: every status)."""
+    names = {n for raw in request.args.getlist("status") if raw for n in raw.split(",")}
+    try:
+        return {JobStatus(n) for n in names}
+    except ValueError:
+        unknown = sorted(n for n in names if n not in set(JobStatus))
+        raise BadRequest(
+            f"unknown status {', '.join(map(repr, unknown))}",
+            details={"allowed": [str(s) for s in JobStatus]},
+        ) from None
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:
@@ -259,3 +275,6 @@ def _step_json(spec: StepSpec, settings: Settings) -> dict[str, Any]:
 
 def error_response(exc: XmlflowError) -> tuple[dict[str, Any], int]:
     return exc.to_dict(), exc.status_code
+
+
+from . import preview as _preview  # noqa: E402, F401  (registers its route on bp)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +42,13 @@ from ...models import (
     cancelled_end,
     running_event,
 )
+from ..base import name_matches, status_set
 from .keys import Keys, event_id, stream_id
+from .outbox import RedisOutbox
 
 log = logging.getLogger(__name__)
 
+SCAN_CHUNK = 500  # job documents read per round trip when filtering by pipeline or name
 OUTAGE_GRACE = 30.0  # seconds a write waits for Redis to come back before giving up
 # Redis cannot serve us right now, and will again: unreachable or slow (a restart, a
 # pause), out of memory under ``noeviction`` (OOM), a replica (READONLY), or loading its
@@ -87,10 +90,14 @@ Decide = Callable[[Change], bool]  # returns False to leave the job as it is
 class RedisStore:
     """JobStore, and the write/replay half of the EventLog (following is :mod:`.fanout`'s)."""
 
-    def __init__(self, client: redis.Redis, *, retention: float, lease_ttl: float) -> None:
+    def __init__(
+        self, client: redis.Redis, *, retention: float, lease_ttl: float, webhooks: bool = False
+    ) -> None:
         self.r = client
         self.retention = retention
         self.lease_ttl = lease_ttl
+        # with webhooks on, each end event records its delivery in the same MULTI
+        self.outbox = RedisOutbox(client) if webhooks else None
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -112,23 +119,54 @@ class RedisStore:
     def list_jobs(
         self,
         *,
-        status: JobStatus | None = None,
+        status: JobStatus | Collection[JobStatus] | None = None,
         pipeline: str | None = None,
+        q: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> tuple[list[Job], int]:
-        index = Keys.by_status.format(status) if status else Keys.all_jobs
+        statuses = sorted(status_set(status))
+        indexes = [Keys.by_status.format(s) for s in statuses] or [Keys.all_jobs]
         with _available():
-            if pipeline is None:
-                total = int(self.r.zcard(index))
-                ids = _ids(self.r.zrevrange(index, offset, offset + limit - 1))
-                return self._load_many(ids), total
-            jobs = [
-                j
-                for j in self._load_many(_ids(self.r.zrevrange(index, 0, -1)))
-                if j.pipeline_name == pipeline
-            ]
-        return jobs[offset : offset + limit], len(jobs)
+            if pipeline is None and not q:
+                return self._index_page(indexes, limit, offset)
+            return self._filtered_page(indexes, pipeline, q, limit, offset)
+
+    def _index_page(self, indexes: list[str], limit: int, offset: int) -> tuple[list[Job], int]:
+        """A page read from the index sets alone: each set's first ``offset + limit``, merged."""
+        total = sum(int(self.r.zcard(index)) for index in indexes)
+        if len(indexes) == 1:
+            return self._load_many(
+                _ids(self.r.zrevrange(indexes[0], offset, offset + limit - 1))
+            ), total
+        scored: list[tuple[bytes, float]] = []
+        for index in indexes:
+            scored += self.r.zrevrange(index, 0, offset + limit - 1, withscores=True)  # type: ignore[arg-type]
+        scored.sort(key=lambda pair: (-pair[1], pair[0]))
+        return self._load_many(_ids([m for m, _ in scored[offset : offset + limit]])), total
+
+    def _filtered_page(
+        self, indexes: list[str], pipeline: str | None, q: str | None, limit: int, offset: int
+    ) -> tuple[list[Job], int]:
+        """Pipeline and file name are only in each job's document: read them in chunks,
+        newest first, keeping only the page asked for (memory bounded by the chunk)."""
+        scored: list[tuple[bytes, float]] = []
+        for index in indexes:
+            scored += self.r.zrevrange(index, 0, -1, withscores=True)  # type: ignore[arg-type]
+        scored.sort(key=lambda pair: (-pair[1], pair[0]))
+        ids = _ids([m for m, _ in scored])
+        page: list[Job] = []
+        total = 0
+        for start in range(0, len(ids), SCAN_CHUNK):
+            for job in self._load_many(ids[start : start + SCAN_CHUNK]):
+                if pipeline is not None and job.pipeline_name != pipeline:
+                    continue
+                if not name_matches(job.filename, q):
+                    continue
+                if offset <= total < offset + limit:
+                    page.append(job)
+                total += 1
+        return page, total
 
     def claim(self, job_id: str) -> Job | None:
         def decide(c: Change) -> bool:
@@ -302,6 +340,8 @@ class RedisStore:
         for event in c.events:
             entry = {"t": str(event.type), "d": orjson.dumps(event.data)}
             pipe.xadd(events, entry, id=stream_id(event.id))
+            if event.type is EventType.END and self.outbox is not None:
+                self.outbox.add(pipe, job, event)
         pipe.hset(
             key,
             mapping={

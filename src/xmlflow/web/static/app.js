@@ -4,14 +4,19 @@ import { api } from "./api.js";
 import { FINISHED, JobCard } from "./card.js";
 import { $, announce } from "./dom.js";
 import { plural } from "./format.js";
+import { JobList } from "./list.js";
 import { LiveUpdates } from "./live.js";
+import { OptionInputError, StepOptions } from "./options.js";
 import { Uploader } from "./uploads.js";
 
 const PAGE_SIZE = 25;
 const PIPELINE_KEY = "xmlflow.pipeline";
+const VIEW_KEY = "xmlflow.view";
 
 const cards = new Map(); // job id -> JobCard
 const live = new LiveUpdates();
+const list = new JobList($("#list-view"), { onRemoved: forgetCard });
+const options = new StepOptions($("#step-options"));
 let totalJobs = 0;
 
 // -- cards ---------------------------------------------------------------------------------------
@@ -46,6 +51,7 @@ async function addJob(jobId) {
     const job = await api(`/api/jobs/${encodeURIComponent(jobId)}`);
     totalJobs += cards.has(job.id) ? 0 : 1;
     showCard(job, { atTop: true });
+    if (list.visible) list.refreshSoon();
     announce(`${job.filename} uploaded: job started.`);
   } catch (error) {
     showListError(error.message);
@@ -100,13 +106,50 @@ async function removeJob(card) {
     if (error.status !== 404) return card.setNote(`Could not remove: ${error.message}`);
   }
   const next = card.el.nextElementSibling ?? card.el.previousElementSibling;
-  live.stop(card);
-  card.el.remove();
-  cards.delete(card.id);
-  totalJobs = Math.max(0, totalJobs - 1);
-  updateCounts();
+  forgetCard(card.id);
   announce(`${card.filename} removed.`);
   (next?.querySelector("button:not([hidden])") ?? $("#jobs-title")).focus();
+}
+
+/** A job removed (from its card or from the list): its card goes, if it has one. */
+function forgetCard(jobId) {
+  const card = cards.get(jobId);
+  totalJobs = Math.max(0, totalJobs - 1);
+  if (card) {
+    live.stop(card);
+    card.el.remove();
+    cards.delete(jobId);
+  }
+  updateCounts();
+}
+
+// -- views ---------------------------------------------------------------------------------------
+
+/** Cards (the live monitor) or the list (find, select, act); the choice is remembered. */
+function setUpViews() {
+  const show = (view) => {
+    const asList = view === "list";
+    $("#cards-view").hidden = asList;
+    $("#view-cards").setAttribute("aria-pressed", String(!asList));
+    $("#view-list").setAttribute("aria-pressed", String(asList));
+    list.show(asList);
+    localStorage.setItem(VIEW_KEY, asList ? "list" : "cards");
+  };
+  $("#view-cards").addEventListener("click", () => show("cards"));
+  $("#view-list").addEventListener("click", () => show("list"));
+  show(localStorage.getItem(VIEW_KEY) === "list" ? "list" : "cards");
+}
+
+/** The pipelines' steps and options, for the options form and the list's filter. */
+async function loadPipelines(picker) {
+  try {
+    const body = await api("/api/pipelines");
+    options.setPipelines(body.pipelines, body.default);
+    list.setPipelines(body.pipelines.map((p) => p.name));
+  } catch {
+    // Without them the page still uploads with the configured options.
+  }
+  options.show(picker?.value);
 }
 
 // -- uploads -------------------------------------------------------------------------------------
@@ -120,11 +163,21 @@ function setUpUploads() {
     maxBytes: Number(form.dataset.maxBytes),
     maxSize: form.dataset.maxSize,
     onJob: addJob,
+    onRefused: (error) => options.showError(error.message, error.details ?? {}),
   });
   const start = (files) => {
     $("#upload-error").hidden = true;
     if (!files.length) return;
-    uploader.add(files, picker?.value);
+    let chosen;
+    try {
+      chosen = options.values();
+    } catch (error) {
+      if (!(error instanceof OptionInputError)) throw error;
+      options.showError(error.message, { step: error.control.step.id, key: error.control.option.name });
+      return;
+    }
+    options.clearError();
+    uploader.add(files, picker?.value, chosen);
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -135,6 +188,7 @@ function setUpUploads() {
     input.value = ""; // choosing the same file again is a new upload
   });
   setUpPicker(picker);
+  loadPipelines(picker);
   setUpDropping(start);
   window.addEventListener("beforeunload", (event) => {
     if (uploader.busy) event.preventDefault(); // the browser asks "leave the page?"
@@ -152,6 +206,7 @@ function setUpPicker(picker) {
   picker.addEventListener("change", () => {
     localStorage.setItem(PIPELINE_KEY, picker.value);
     describe();
+    options.show(picker.value);
   });
 }
 
@@ -203,11 +258,12 @@ function tickClocks() {
 
 function start() {
   setUpUploads();
+  setUpViews();
   $("#load-more").addEventListener("click", loadHistory);
   tickClocks();
   loadHistory();
   // Exposed for debugging in the console, and for the browser tests.
-  window.xmlflow = { cards, live };
+  window.xmlflow = { cards, live, list };
 }
 
 start();

@@ -154,6 +154,17 @@ export class LiveUpdates {
     }
   }
 
+  /** A waiting card whose job has ended (or is gone): the server's record says which. */
+  async #lookUp(card) {
+    try {
+      card.applySnapshot(await api(`/api/jobs/${encodeURIComponent(card.id)}`));
+    } catch (error) {
+      if (error.status !== 404) throw error;
+      card.setNote("This job no longer exists on the server (it was removed or expired).");
+      this.#waiting.delete(card.id);
+    }
+  }
+
   #schedulePoll() {
     if (this.#pollTimer) return;
     this.#pollTimer = setTimeout(() => this.#poll(), POLL_MS);
@@ -163,11 +174,14 @@ export class LiveUpdates {
     this.#pollTimer = null;
     if (!this.#waiting.size) return;
     try {
-      const { jobs } = await api("/api/jobs?limit=500");
-      for (const job of jobs) {
-        const card = this.#waiting.get(job.id);
-        card?.applySnapshot(job);
-        if (card?.finished) this.#waiting.delete(job.id);
+      // Only unfinished jobs: a long history is not read every 3 s. A waiting card whose
+      // job is not among them has ended: its own record says how.
+      const { jobs } = await api("/api/jobs?status=queued,running&limit=500");
+      const unfinished = new Set(jobs.map((job) => job.id));
+      for (const job of jobs) this.#waiting.get(job.id)?.applySnapshot(job);
+      for (const card of [...this.#waiting.values()]) {
+        if (!unfinished.has(card.id)) await this.#lookUp(card);
+        if (card.finished) this.#waiting.delete(card.id);
       }
     } catch {
       // Offline for now: the stream says so on its cards; try again at the next poll.

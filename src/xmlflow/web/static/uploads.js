@@ -13,12 +13,14 @@ export class Uploader {
    * @param list      the <ul> that shows uploads in progress
    * @param maxBytes  the server's per-upload limit, checked before sending
    * @param onJob     called with each new job's id
+   * @param onRefused called with the server's error when it refuses the upload's options (422)
    */
-  constructor({ list, maxBytes, maxSize, onJob }) {
+  constructor({ list, maxBytes, maxSize, onJob, onRefused = () => {} }) {
     this.list = list;
     this.maxBytes = maxBytes;
     this.maxSize = maxSize;
     this.onJob = onJob;
+    this.onRefused = onRefused;
   }
 
   /** True while any file is still being sent (leaving the page would lose it). */
@@ -26,8 +28,10 @@ export class Uploader {
     return this.#active > 0;
   }
 
-  add(files, pipeline) {
-    for (const file of files) this.#send(file, pipeline, this.#item(file));
+  /** Send each file as its own upload, with the pipeline and options chosen now. */
+  add(files, pipeline, options = {}) {
+    const choice = { pipeline, options: Object.keys(options).length ? JSON.stringify(options) : "" };
+    for (const file of files) this.#send(file, choice, this.#item(file));
   }
 
   #item(file) {
@@ -40,7 +44,7 @@ export class Uploader {
     return item;
   }
 
-  #send(file, pipeline, item) {
+  #send(file, choice, item) {
     if (file.size > this.maxBytes) {
       return fail(item, `${file.name} is ${formatSize(file.size)}, more than the ${this.maxSize} limit per file. Split it, or ask your administrator to raise the limit.`, false);
     }
@@ -48,7 +52,8 @@ export class Uploader {
     setState(item, "uploading", "Waiting to upload…");
     const data = new FormData();
     data.append("file", file, file.name);
-    if (pipeline) data.append("pipeline", pipeline);
+    if (choice.pipeline) data.append("pipeline", choice.pipeline);
+    if (choice.options) data.append("options", choice.options);
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/upload");
     xhr.setRequestHeader("Accept", "application/json");
@@ -57,13 +62,13 @@ export class Uploader {
     });
     xhr.addEventListener("loadend", () => {
       this.#active -= 1;
-      this.#finish(xhr, file, pipeline, item);
+      this.#finish(xhr, file, choice, item);
     });
     this.#active += 1;
     xhr.send(data);
   }
 
-  #finish(xhr, file, pipeline, item) {
+  #finish(xhr, file, choice, item) {
     const body = parseJson(xhr.responseText);
     if (xhr.status === 202 && body?.jobs?.length) {
       item.remove();
@@ -71,8 +76,9 @@ export class Uploader {
       return;
     }
     const message = xhr.status ? errorMessage(xhr.status, body) : OFFLINE_MESSAGE;
+    if (xhr.status === 422 && body?.error) this.onRefused(body.error);
     fail(item, `${file.name}: ${message}`, RETRYABLE.has(xhr.status), () => {
-      this.#send(file, pipeline, item);
+      this.#send(file, choice, item);
     });
   }
 }
