@@ -475,6 +475,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # servers inherit it too
     root = Path(tempfile.mkdtemp(prefix="sse-load-"))
     results = []
+    load_start = os.getloadavg()[0]
     for mode in args.modes.split(","):
         print(
             f"{mode}: {args.clients} clients on {args.jobs} job(s), {args.events} events, "
@@ -484,6 +485,8 @@ def main() -> None:
         )
         results.append(run_mode(mode, args, root / mode))
     print(table(results))
+    # The machine may be shared: numbers only compare within one run, at the load it had.
+    print(f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     if os.environ.get("KEEP") is None:
         shutil.rmtree(root, ignore_errors=True)
     else:

@@ -134,10 +134,10 @@ def test_listeners_free_what_they_held(store: SqliteStore) -> None:
     for t in threads:
         t.start()
     time.sleep(0.1)
-    assert len(store._signals._conds) == 1
+    assert store.listeners() == 5
     for t in threads:
         t.join()
-    assert store._signals._conds == {}
+    assert store.listeners() == 0
 
 
 # -- fencing and bounded events: the same checks run on the Redis store (tests/redis) ---------

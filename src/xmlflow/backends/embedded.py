@@ -2,9 +2,9 @@
 
 Nothing to install and nothing to run beside the web process. Every event append
 is one SQLite transaction that also updates the job's record, so a crash can never
-leave the two disagreeing; listeners in this process are woken through a condition
-per job, and poll the file once a second so that another process's writes are seen
-too.
+leave the two disagreeing. Listeners in this process get each event from the writer
+that committed it, through memory (:class:`_Listeners`); another process's writes are
+read from the file once a second.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from ..models import (
     running_event,
 )
 from ..settings import Settings
-from .base import Backend, following, name_matches, status_set
+from .base import Backend, name_matches, status_set
 from .sqlite_outbox import SqliteOutbox
 
 log = logging.getLogger(__name__)
@@ -60,65 +59,182 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 POLL_INTERVAL = 1.0  # seconds: how soon another process's events are noticed
-MEMORY = 256  # recent events kept in memory per followed job
+MEMORY = 512  # recent events kept in memory per followed job
+TICKS = 4  # ticker wake-ups per (shortest) keepalive period
+READ_MANY = 400  # jobs per batched read of the ticker (two SQL variables each)
 
 
-class _Listened:
-    """A job someone in this process follows: its condition and its latest events.
+class _Watch:
+    """One job listeners in this process follow: its latest events, and a wake-up.
 
-    ``recent`` holds contiguous committed events, appended by this process's own writes
-    as they commit: every listener woken by an event takes it from here instead of
-    reading it back from SQLite (with 2,000 listeners, 2,000 queries per event).
+    What the watch has is one immutable ``state`` (replaced, never changed), published
+    before ``arrived`` is set; listeners read both without the lock, so waking 1,000 of
+    them costs 1,000 attribute reads, not 1,000 turns of a lock. ``arrived`` is replaced
+    at each wake-up: waking every listener is one ``set()``.
     """
 
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.count = 0
-        self.recent: deque[Event] = deque(maxlen=MEMORY)
+    __slots__ = ("state", "arrived", "listeners")
 
-    def add(self, event: Event) -> None:
-        """Remember a just-committed event; start over if it does not follow the last one."""
-        if self.recent and event.id <= self.recent[-1].id:
-            return  # committed earlier than one already here: listeners read it from SQLite
-        if self.recent and event.id != self.recent[-1].id + 1:
-            self.recent.clear()
-        self.recent.append(event)
+    def __init__(self, recent: list[Event]) -> None:
+        self.state: tuple[int, tuple[Event, ...]] = (recent[-1].id if recent else 0, tuple(recent))
+        self.arrived = threading.Event()
+        self.listeners = 0
+
+    @property
+    def cursor(self) -> int:
+        """The id of the newest event the watch has."""
+        return self.state[0]
+
+    def publish(self, events: list[Event]) -> None:
+        """Add committed events (contiguous, right after the cursor), then wake listeners."""
+        memory = (self.state[1] + tuple(events))[-MEMORY:]
+        self.state = (memory[-1].id, memory)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake whoever waits now; later waits get a new Event."""
+        arrived, self.arrived = self.arrived, threading.Event()
+        arrived.set()
 
     def since(self, after: int) -> list[Event] | None:
         """Events after ``after`` from memory; None when memory does not reach back."""
-        if not self.recent or self.recent[0].id > after + 1:
+        cursor, memory = self.state  # one read: a consistent pair
+        if cursor <= after:
+            return []
+        if not memory or memory[0].id > after + 1:
             return None
-        newest = self.recent[-1].id
-        return [self.recent[-k] for k in range(newest - after, 0, -1)]
+        return list(memory[after + 1 - memory[0].id :])  # ids in memory are contiguous
 
 
-class _Signals:
-    """A condition per job that has listeners, so an event wakes only its own listeners."""
+class _Listeners:
+    """Every job followed in this process: a watch per job, one ticker for them all.
 
-    def __init__(self) -> None:
+    The shape of the Redis follower (:mod:`.redis.fanout`), measured with
+    ``bench/sse_load.py`` (1,000 streams of one job, 10 events a second, one gevent
+    worker: 17-20 % of a core where it took 98 %, as much as the Redis worker):
+
+    - a stream registers once (:meth:`listen`), not around every event;
+    - the writer of an event publishes it to the job's watch right after its commit
+      (:meth:`notify`), so every listener takes it from memory, not from SQLite;
+    - a listener waits with no timeout of its own (under gevent a timed wait arms and
+      disarms a timer each time; under threads it polls): one ticker per process wakes
+      every watch a few times per keepalive period, and a listener whose keepalive
+      falls due before the next tick sends it then;
+    - the same ticker reads, in one query for every watched job, the events another
+      process wrote (they wake nobody here), at most ``POLL_INTERVAL`` late. It ends
+      when nothing is watched, and the next listener starts it again.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[str, int], list[Event]],
+        recent: Callable[[str], list[Event]],
+        read_many: Callable[[dict[str, int]], dict[str, list[Event]]],
+    ) -> None:
+        self._read = read
+        self._recent = recent
+        self._read_many = read_many
         self._lock = threading.Lock()
-        self._conds: dict[str, _Listened] = {}
+        self._watches: dict[str, _Watch] = {}
+        self._tick = POLL_INTERVAL  # seconds between the ticker's wake-ups
+        self._tick_changed = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def count(self) -> int:
+        """Listener registrations held now (for ``/metrics``: it returns to 0 when idle)."""
+        with self._lock:
+            return sum(w.listeners for w in self._watches.values())
+
+    # -- the listener's side -------------------------------------------------------------------
+
+    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
+        """Every batch of events after ``after``, [] after each ``timeout`` s of quiet."""
+        self._tick_at_most(timeout / TICKS)
+        with self._watching(job_id) as watch:
+            while True:
+                events = self._next(watch, job_id, after, time.monotonic() + timeout - self._tick)
+                if events:
+                    after = events[-1].id
+                yield events
+
+    def _next(self, watch: _Watch, job_id: str, after: int, due: float) -> list[Event]:
+        """The next events; [] at the first wake-up from ``due`` on (the ticker's, at worst)."""
+        while True:
+            arrived = watch.arrived  # before looking: a delivery after the look sets it
+            events = watch.since(after)
+            if events is None:  # behind what memory keeps: from SQLite
+                events = self._read(job_id, after)
+            if events or time.monotonic() >= due:
+                return events
+            arrived.wait()
 
     @contextmanager
-    def listening(self, job_id: str) -> Iterator[_Listened]:
+    def _watching(self, job_id: str) -> Iterator[_Watch]:
         with self._lock:
-            entry = self._conds.setdefault(job_id, _Listened())
-            entry.count += 1
+            watch = self._watches.get(job_id)
+            if watch is None:
+                # Read under the lock: an append that commits after this read notifies
+                # after the watch is in place, one before it is in what was read.
+                watch = self._watches[job_id] = _Watch(self._recent(job_id))
+            watch.listeners += 1
+            ticker = None
+            if self._ticker is None:
+                ticker = self._ticker = threading.Thread(
+                    target=self._tick_loop, name="xmlflow-tick", daemon=True
+                )
+        if ticker is not None:
+            ticker.start()
         try:
-            yield entry
+            yield watch
         finally:
             with self._lock:
-                entry.count -= 1
-                if entry.count == 0:
-                    self._conds.pop(job_id, None)
+                watch.listeners -= 1
+                if watch.listeners == 0 and self._watches.get(job_id) is watch:
+                    del self._watches[job_id]
+
+    def _tick_at_most(self, tick: float) -> None:
+        if tick < self._tick:
+            with self._lock:
+                self._tick = min(self._tick, tick)
+            self._tick_changed.set()  # a ticker sleeping a longer tick starts over
+
+    # -- the writers' side ---------------------------------------------------------------------
 
     def notify(self, job_id: str, event: Event) -> None:
-        with self._lock:
-            entry = self._conds.get(job_id)
-        if entry:
-            with entry.cond:
-                entry.add(event)
-                entry.cond.notify_all()
+        """Publish an event its writer just committed to the listeners of its job, if any."""
+        watch = self._watches.get(job_id)  # no lock: most events have nobody listening
+        if watch is None:
+            return
+        with self._lock:  # one publisher at a time, or two could lose an event
+            cursor = watch.cursor
+            if event.id == cursor + 1:
+                watch.publish([event])
+            elif event.id > cursor + 1:  # others committed before it, not yet published
+                watch.publish(self._read(job_id, cursor))
+
+    def _tick_loop(self) -> None:
+        """Each tick: publish what other processes wrote, and wake every watch."""
+        while True:
+            self._tick_changed.wait(self._tick)
+            self._tick_changed.clear()
+            with self._lock:
+                if not self._watches:
+                    self._ticker = None
+                    return
+                cursors = {job_id: w.cursor for job_id, w in self._watches.items()}
+            try:
+                fresh = self._read_many(cursors)
+            except sqlite3.Error as exc:
+                log.warning("reading new events for listeners failed: %s", exc)
+                fresh = {}
+            with self._lock:
+                for job_id, watch in self._watches.items():
+                    cursor = watch.cursor
+                    events = [e for e in fresh.get(job_id, ()) if e.id > cursor]
+                    if events and events[0].id == cursor + 1:
+                        watch.publish(events)
+                    else:
+                        watch.wake()
 
 
 class SqliteStore:
@@ -127,7 +243,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, webhooks: bool = False) -> None:
         self.path = path
         self._local = threading.local()
-        self._signals = _Signals()
+        self._listeners = _Listeners(self.read, self._recent, self._read_many)
         self._db().executescript(SCHEMA)
         # with webhooks on, each end event records its delivery in the same transaction
         self.outbox = SqliteOutbox(self._db, self._transaction) if webhooks else None
@@ -164,7 +280,7 @@ class SqliteStore:
                 (job.id, str(job.status), job.pipeline_name, job.created_at, _dump(job)),
             )
             event = self._append(db, job, EventType.JOB, {"job": job.id, "status": "queued"})
-        self._signals.notify(job.id, event)
+        self._listeners.notify(job.id, event)
         return event
 
     def get(self, job_id: str) -> Job | None:
@@ -205,7 +321,7 @@ class SqliteStore:
             if job is None or job.status is not JobStatus.QUEUED:
                 return None
             event = self._append(db, job, EventType.JOB, running_event(job))
-        self._signals.notify(job_id, event)
+        self._listeners.notify(job_id, event)
         return job
 
     def cancel(self, job_id: str) -> Job:
@@ -220,7 +336,7 @@ class SqliteStore:
                 ended = self._append(db, job, EventType.END, cancelled_end())
             db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         if ended is not None:
-            self._signals.notify(job_id, ended)
+            self._listeners.notify(job_id, ended)
         return job
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -270,7 +386,7 @@ class SqliteStore:
             if job is None:
                 raise NotFound(f"no job {job_id!r}")
             event = self._append(db, job, type, data, attempt)
-        self._signals.notify(job_id, event)
+        self._listeners.notify(job_id, event)
         return event
 
     def read(self, job_id: str, after: int = 0) -> list[Event]:
@@ -285,23 +401,52 @@ class SqliteStore:
         return [Event(job_id, r[0], EventType(r[1]), orjson.loads(r[2])) for r in rows]
 
     def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        """Woken events come from memory; SQLite is read on entry, on a memory miss, and
-        once per ``POLL_INTERVAL`` of quiet (another process's writes wake nobody here)."""
-        deadline = time.monotonic() + timeout
-        with self._signals.listening(job_id) as entry:
-            woken = False
-            while True:
-                with entry.cond:
-                    events = entry.since(after) if woken else None
-                    if events is None:
-                        events = self.read(job_id, after)
-                    left = deadline - time.monotonic()
-                    if events or left <= 0:
-                        return events
-                    woken = entry.cond.wait(min(left, POLL_INTERVAL))
+        """Events after ``after``, waiting up to ``timeout`` s; [] on timeout."""
+        with closing(self.listen(job_id, after, timeout)) as batches:
+            return next(batches)
 
     def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
-        return following(self.follow, job_id, after, timeout)
+        """One registration for the whole stream: see :class:`_Listeners`."""
+        return self._listeners.listen(job_id, after, timeout)
+
+    def listeners(self) -> int:
+        """Listener registrations held in this process now."""
+        return self._listeners.count()
+
+    def _recent(self, job_id: str) -> list[Event]:
+        """The job's last ``MEMORY`` events, oldest first: a new watch's memory."""
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, type, data FROM events WHERE job_id = ? ORDER BY id DESC LIMIT ?",
+                (job_id, MEMORY),
+            )
+            .fetchall()
+        )
+        return [Event(job_id, r[0], EventType(r[1]), orjson.loads(r[2])) for r in reversed(rows)]
+
+    def _read_many(self, cursors: dict[str, int]) -> dict[str, list[Event]]:
+        """The events after each job's cursor, a query per ``READ_MANY`` jobs."""
+        found: dict[str, list[Event]] = {}
+        items = list(cursors.items())
+        for start in range(0, len(items), READ_MANY):
+            chunk = items[start : start + READ_MANY]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            rows = (
+                self._db()
+                .execute(
+                    f"WITH w(job_id, after) AS (VALUES {values}) "
+                    "SELECT e.job_id, e.id, e.type, e.data FROM w JOIN events e "
+                    "ON e.job_id = w.job_id AND e.id > w.after ORDER BY e.job_id, e.id",
+                    [v for pair in chunk for v in pair],
+                )
+                .fetchall()
+            )
+            for r in rows:
+                found.setdefault(r[0], []).append(
+                    Event(r[0], r[1], EventType(r[2]), orjson.loads(r[3]))
+                )
+        return found
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ Two sources, each chosen for what it can answer truthfully:
   duration and bytes. The runner appends them where the job runs, so these are
   counters of the work *this* process did; sum them over processes in PromQL. A job
   cancelled while still queued never ran, and is not counted here.
-- **Open SSE streams** of this process, counted by the stream's body (:func:`open_streams`).
+- **Open SSE streams** of this process, counted by the stream's body (:func:`open_streams`),
+  and the event log's listener registrations (embedded mode), read at scrape time.
 - **Webhook tries** this process made, by outcome (``delivered``, ``failed`` and to be
   retried, ``dropped``); with the deliveries still pending in the shared outbox, read
   at scrape time. In Redis mode workers deliver too: their tries are in their logs.
@@ -67,6 +68,12 @@ class Metrics:
         self.open_streams = Gauge(
             "xmlflow_open_streams", "Event streams this process is serving now.", registry=r
         )
+        listeners = getattr(service.backend.events, "listeners", None)  # the embedded log's
+        if listeners is not None:
+            Gauge(
+                "xmlflow_event_listeners", "Listener registrations this process's event log "
+                "holds now (0 when no stream is open: none leaks).", registry=r,
+            ).set_function(listeners)  # fmt: skip
         self.webhook_deliveries = Counter(
             "xmlflow_webhook_deliveries", "Webhook tries made by this process, by outcome.",
             ["outcome"], registry=r,
