@@ -107,12 +107,16 @@ class Limits:
 
 
 _limits = Limits()
+_names: dict[Path, str] = {}
 
 
-def use_limits(limits: Limits) -> None:
-    """Set the caps :func:`open_input` applies in this process (a job's process, at start)."""
+def use_limits(limits: Limits, source: Path | None = None, name: str | None = None) -> None:
+    """Set the caps :func:`open_input` applies in this process (a job's process, at start),
+    and the name people know the job's ``source`` by (its file is called ``source``)."""
     global _limits
     _limits = limits
+    if source is not None and name:
+        _names[Path(source)] = name
 
 
 class DecompressingReader(io.RawIOBase):
@@ -187,7 +191,7 @@ def open_input(path: Path, *, name: str | None = None, limits: Limits | None = N
         head = raw.read(6)
         raw.seek(0)
         kind = sniff_format(head)
-        shown = name or path.name
+        shown = name or _names.get(Path(path)) or Path(path).name
         if kind == "zip":
             raise DamagedInput(
                 f"{shown} is a zip archive, not a document: upload it (each XML member "

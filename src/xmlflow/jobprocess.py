@@ -72,7 +72,7 @@ class RunPlan:
     input_limits: Limits = field(default_factory=Limits)
 
     def job_run(self, emit: Emit, is_cancelled: Callable[[], bool]) -> JobRun:
-        use_limits(self.input_limits)  # the caps on decompressing the source, in this process
+        use_limits(self.input_limits, self.source, self.filename)  # caps on decompressing
         return JobRun(
             job_id=self.job_id,
             specs=self.specs,
