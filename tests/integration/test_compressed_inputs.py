@@ -16,7 +16,6 @@ import struct
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,6 +208,8 @@ def test_nested_archives_are_not_opened(srv: Server) -> None:
         ("cut.zip", make_zip({"a.xml": BOOKS})[:-30], "not a readable zip"),
     ],
 )
-def test_a_damaged_file_gives_a_clear_error(srv: Server, name: str, body: bytes, words: str) -> None:
+def test_a_damaged_file_gives_a_clear_error(
+    srv: Server, name: str, body: bytes, words: str
+) -> None:
     message = refused(srv, name, body, 422)
     assert name in message and words in message
