@@ -79,3 +79,18 @@ def test_run_says_a_zip_is_to_be_uploaded(config: Path, tmp_path: Path) -> None:
     result = run(config, archive)
     assert result.exit_code == 1, result.output
     assert "many.zip is a zip archive" in " ".join(result.output.split())
+
+
+def test_decompressing_holds_a_chunk_not_the_document(config: Path, tmp_path: Path) -> None:
+    """72 MB of XML inside 70 kB of gzip, converted by a job whose process may map only
+    64 MB (XMLFLOW_JOB_MEMORY_MB): a reader holding the document could not even read it."""
+    source = tmp_path / "wide.xml.gz"
+    with gzip.open(source, "wb", 6) as f:
+        f.write(b"<wide>")
+        for _ in range(72):
+            f.write(b" " * (1024 * 1024))
+        f.write(b"</wide>")
+    env = {"XMLFLOW_JOB_MEMORY_MB": "64", "XMLFLOW_MAX_EXPANSION_RATIO": "5000"}
+    result = run(config, source, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "wide.json").read_bytes()) == {"wide": None}

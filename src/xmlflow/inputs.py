@@ -25,6 +25,7 @@ import gzip
 import io
 import lzma
 import os
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -225,6 +226,7 @@ def check_compressed(path: Path, name: str, limits: Limits) -> str | None:
         read = 0
         while read < PROBE_BYTES and (data := reader.read(CHUNK)):
             read += len(data)
+            time.sleep(0)  # let other requests run between chunks (a greenlet under gevent)
     return kind
 
 
@@ -355,6 +357,7 @@ def _copy_capped(source: IO[bytes], out: IO[bytes], head: bytes, cap: int) -> in
     while written <= cap and (data := source.read(min(CHUNK, cap - written + 1))):
         written += len(data)
         out.write(data)
+        time.sleep(0)  # in a request: let the others (streams) run between chunks
     return written
 
 
