@@ -81,8 +81,10 @@ def main() -> None:
     size = plain.stat().st_size
     rows = [("xml", plain)] + [(f, compressed(plain, f)) for f in args.formats.split(",")]
     print(f"{size / 1e6:.0f} MB of records XML, converted to JSON Lines (process_xml)")
-    print(f"{'input':<6} {'on disk':>9} {'seconds':>8} {'MB/s':>7} {'peak RSS':>9} "
-          f"{'time ×':>7} {'RSS ×':>6}")
+    print(
+        f"{'input':<6} {'on disk':>9} {'seconds':>8} {'MB/s':>7} {'peak RSS':>9} "
+        f"{'time ×':>7} {'RSS ×':>6}"
+    )
     base: dict[str, float] = {}
     for fmt, path in rows:
         started = time.perf_counter()

@@ -10,6 +10,7 @@ import bz2
 import gzip
 import io
 import json
+import lzma
 import zipfile
 from pathlib import Path
 
@@ -94,3 +95,24 @@ def test_decompressing_holds_a_chunk_not_the_document(config: Path, tmp_path: Pa
     result = run(config, source, env=env)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "wide.json").read_bytes()) == {"wide": None}
+
+
+def test_a_user_step_reads_the_document_inside_with_open_input(tmp_path: Path) -> None:
+    """The shipped example step opens ``ctx.open_input()``: an .xz upload counts as XML."""
+    example = Path(__file__).parents[1] / "processing_steps" / "count_elements.py"
+    config = write_config(
+        tmp_path / "conf",
+        """
+        PROCESSING_STEPS = [{"id": "count_elements", "name": "Count",
+                             "module": "run_count_elements_step"}]
+        """,
+        {"count_elements": example.read_text()},
+    )
+    source = tmp_path / "books.xml.xz"
+    source.write_bytes(lzma.compress(BOOKS))
+    result = run(config, source)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "books.counts.json").read_bytes()) == {
+        "book": 2,
+        "catalog": 1,
+    }

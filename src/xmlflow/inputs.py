@@ -142,6 +142,10 @@ class DecompressingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        """Decompressed bytes read (``f.tell()`` means the document's position)."""
+        return self.decompressed
+
     def read(self, size: int | None = -1) -> bytes:
         want = CHUNK if size is None or size < 0 else size
         if size is None or size < 0:
