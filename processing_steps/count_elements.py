@@ -14,6 +14,7 @@ import orjson
 from lxml import etree
 
 from xmlflow.errors import JobCancelled
+from xmlflow.inputs import source_position
 from xmlflow.step import StepContext
 from xmlflow.xml.parser import safe_parser, xml_error
 
@@ -37,13 +38,14 @@ def run_count_elements_step(ctx: StepContext) -> None:
     target = _Counter()
     parser = safe_parser(target=target)
     size = max(ctx.input.stat().st_size, 1)
-    with ctx.input.open("rb") as f:
+    with ctx.open_input() as f:  # a .gz/.bz2/.xz upload reads as the document inside
         try:
             while chunk := f.read(CHUNK):
                 parser.feed(chunk)
                 if ctx.cancelled:
                     raise JobCancelled("cancelled")
-                ctx.progress(f.tell() / size, f"{sum(target.counts.values())} elements")
+                done = source_position(f, f.tell())  # compressed bytes, if it is compressed
+                ctx.progress(done / size, f"{sum(target.counts.values())} elements")
             parser.close()
         except etree.XMLSyntaxError as exc:
             raise xml_error(exc, ctx.filename) from None

@@ -179,3 +179,17 @@ class XmlError(StepFailed):
             f"{where}{reason}",
             details={"line": line, "column": column, "file": filename},
         )
+
+
+class ExpansionLimit(StepFailed):
+    """A compressed input expands past ``XMLFLOW_MAX_EXPANSION_RATIO`` or
+    ``XMLFLOW_MAX_DECOMPRESSED_MB`` (a zip or gzip bomb): refused, at upload or mid-run."""
+
+    status_code = 413
+    code = "expansion_limit"
+
+
+class DamagedInput(StepFailed):
+    """A compressed input or zip that cannot be read to its end: truncated or corrupt."""
+
+    code = "damaged_input"

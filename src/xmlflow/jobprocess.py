@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .inputs import Limits, use_limits
 from .models import EventType, JobStatus, StepSpec, StepStatus, Superseded
 from .pipeline import JobRun
 from .step import Output
@@ -68,8 +69,10 @@ class RunPlan:
     step_timeout: float | None = None
     memory_mb: float | None = None
     log_level: int = logging.INFO
+    input_limits: Limits = field(default_factory=Limits)
 
     def job_run(self, emit: Emit, is_cancelled: Callable[[], bool]) -> JobRun:
+        use_limits(self.input_limits, self.source, self.filename)  # caps on decompressing
         return JobRun(
             job_id=self.job_id,
             specs=self.specs,

@@ -126,6 +126,7 @@ class Job:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     last_event_id: int = 0
     attempt: int = 0  # how many times the job was claimed: the current run's number
+    group: str | None = None  # the zip the job's file came from (its members are grouped)
 
     def __post_init__(self) -> None:
         if not self.steps:

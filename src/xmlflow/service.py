@@ -118,8 +118,12 @@ class Service:
         *,
         pipeline: str | None = None,
         options: dict[str, dict[str, Any]] | None = None,
+        group: str | None = None,
     ) -> Job:
-        """Turn a completely received upload into a queued job and hand it to the executor."""
+        """Turn a completely received upload into a queued job and hand it to the executor.
+
+        ``group`` names the zip the file was a member of (the page shows them together).
+        """
         specs = self.settings.pipeline(pipeline)
         check_job_options(options or {}, specs, self.settings)
         if self.store.count_queued() >= self.settings.max_queued:
@@ -135,6 +139,7 @@ class Service:
             pipeline_name=pipeline or "default",
             pipeline=specs,
             options=options or {},
+            group=group,
         )
         job_dir = self.job_dir(job.id)
         job_dir.mkdir(parents=True)

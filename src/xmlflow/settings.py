@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .inputs import Limits
 from .models import StepSpec
 
 DEFAULT_PIPELINE = "default"
@@ -47,6 +48,8 @@ class Settings:
     config_path: Path | None = None
     max_upload_mb: float = 1024.0
     max_upload_files: int = 1000
+    max_expansion_ratio: float = 200.0
+    max_decompressed_mb: float | None = None  # None: 10 x max_upload_mb
     workers: int = 2
     retention_hours: float = 24.0
     max_queued: int = 1000
@@ -77,6 +80,12 @@ class Settings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     @property
+    def input_limits(self) -> Limits:
+        """How far a compressed upload may expand: a bomb stops at the first of the two caps."""
+        total = self.max_decompressed_mb or 10 * self.max_upload_mb
+        return Limits(ratio=self.max_expansion_ratio, max_bytes=int(total * 1024 * 1024))
+
+    @property
     def config_dir(self) -> Path | None:
         return self.config_path.parent if self.config_path else None
 
@@ -103,6 +112,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_CONFIG": ("config_path", Path),
     "XMLFLOW_MAX_UPLOAD_MB": ("max_upload_mb", float),
     "XMLFLOW_MAX_UPLOAD_FILES": ("max_upload_files", int),
+    "XMLFLOW_MAX_EXPANSION_RATIO": ("max_expansion_ratio", float),
+    "XMLFLOW_MAX_DECOMPRESSED_MB": ("max_decompressed_mb", float),
     "XMLFLOW_WORKERS": ("workers", int),
     "XMLFLOW_RETENTION_HOURS": ("retention_hours", float),
     "XMLFLOW_MAX_QUEUED": ("max_queued", int),
@@ -158,6 +169,8 @@ def _check_numbers(s: Settings) -> None:
     checks = {
         "XMLFLOW_MAX_UPLOAD_MB": s.max_upload_mb > 0,
         "XMLFLOW_MAX_UPLOAD_FILES": s.max_upload_files >= 1,
+        "XMLFLOW_MAX_EXPANSION_RATIO": s.max_expansion_ratio >= 1,
+        "XMLFLOW_MAX_DECOMPRESSED_MB": s.max_decompressed_mb is None or s.max_decompressed_mb > 0,
         "XMLFLOW_WORKERS": s.workers >= 1,
         "XMLFLOW_RETENTION_HOURS": s.retention_hours > 0,
         "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,

@@ -5,7 +5,7 @@ A step is a plain function that takes one argument, the :class:`StepContext`::
     # processing_steps/count_records.py
     def run_count_step(ctx):
         n = 0
-        with ctx.input.open("rb") as f:
+        with ctx.open_input() as f:
             for line in f:
                 n += line.count(b"<record")
                 if ctx.cancelled:
@@ -28,7 +28,9 @@ naming, kept for compatibility).
 Rules a step follows:
 
 - Read ``ctx.input``: the uploaded file, or the document an earlier step passed on
-  with :meth:`StepContext.pass_on`. Never modify it in place.
+  with :meth:`StepContext.pass_on`. Never modify it in place. Open it with
+  :meth:`StepContext.open_input`: an upload may be compressed (gzip, bzip2, xz), and
+  that reads the document inside.
 - Write results with :meth:`StepContext.open_output`: the file appears as an output
   only once the ``with`` block ends without an error (it is written to a temporary
   name and renamed), so a failed job never offers half a file.
@@ -242,8 +244,18 @@ class StepContext:
 
     @property
     def stem(self) -> str:
-        """The upload's name without its extension: the usual base of output names."""
-        return Path(self.filename).stem or "document"
+        """The upload's name without its extension (nor ``.gz``/``.bz2``/``.xz``): the usual
+        base of output names, so ``x.xml.gz`` gives ``x.json``."""
+        from .inputs import inner_name  # local: steps import this module first
+
+        return Path(inner_name(self.filename)).stem or "document"
+
+    def open_input(self) -> IO[bytes]:
+        """The input for reading, decompressed as it is read when it is a ``.gz``, ``.bz2``
+        or ``.xz`` upload (within the expansion caps); prefer it to ``input.open()``."""
+        from .inputs import open_input
+
+        return open_input(self.input, name=self.filename)
 
     @property
     def cancelled(self) -> bool:

@@ -102,6 +102,7 @@ def _plan(service: Service, job: Job, run_dir: Path) -> RunPlan:
         job_options=job.options,
         step_timeout=settings.step_timeout,
         memory_mb=settings.job_memory_mb,
+        input_limits=settings.input_limits,
         log_level=logging.getLogger().getEffectiveLevel(),
     )
 

@@ -28,7 +28,7 @@ from ..service import Service, output_url
 from ..settings import Settings
 from ..upload_options import MAX_OPTIONS_CHARS, check_job_options, upload_options_json
 from . import service
-from .uploads import UploadRequest, take_uploads
+from .uploads import Upload, UploadRequest, expand_archives, take_uploads
 from .zipstream import stream_zip
 
 bp = Blueprint("api", __name__)
@@ -81,11 +81,16 @@ def upload() -> tuple[dict[str, Any], int]:
     files = take_uploads(req)
     if not files:
         raise BadRequest("no file: send one or more files in the multipart field 'file'")
+    uploads: list[Upload] = []
     try:
-        _check_room(svc, len(files))
-        jobs = [svc.submit(path, name, pipeline=pipeline, options=options) for path, name in files]
-    finally:
-        for path, _ in files:  # not turned into jobs (queue full): leave nothing behind
+        uploads = expand_archives(svc, req, files)  # a zip's XML members replace it
+        _check_room(svc, len(uploads))
+        jobs = [
+            svc.submit(u.path, u.name, pipeline=pipeline, options=options, group=u.group)
+            for u in uploads
+        ]
+    finally:  # not turned into jobs (queue full, a bomb): leave nothing behind
+        for path in [p for p, _ in files] + [u.path for u in uploads]:
             path.unlink(missing_ok=True)
     return {"jobs": [job_urls(j) for j in jobs]}, 202
 

@@ -7,18 +7,26 @@ whole in memory, and becomes the job's source by a rename.
 Each ``incoming/*.part`` file is ``flock``ed by the request receiving it until the
 request ends, so start-up recovery (:mod:`xmlflow.leftovers`) can tell the file of a
 killed process from one that another live process is still receiving.
+
+Compressed uploads are taken as they are (:mod:`xmlflow.inputs` reads them while
+decompressing) once their first megabytes passed the expansion caps; a zip is opened
+here, and each XML member becomes a file (and then a job) of its own, grouped under
+the zip's name (:func:`expand_archives`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from flask import Request
 
 from ..errors import UploadTooLarge
+from ..inputs import check_compressed, extract_zip
 from ..leftovers import hold
+from ..service import Service, display_name
 from . import service
 
 
@@ -75,3 +83,48 @@ def take_uploads(request: UploadRequest, field: str = "file") -> list[tuple[Path
             taken.append((path, storage.filename))
     request.incoming = [(p, s) for p, s in getattr(request, "incoming", []) if id(s) in by_stream]
     return taken
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One document to become a job: its file, its name, and the zip it came from."""
+
+    path: Path
+    name: str | None
+    group: str | None = None
+
+
+def expand_archives(
+    svc: Service, request: UploadRequest, files: list[tuple[Path, str | None]]
+) -> list[Upload]:
+    """The uploaded files as documents: a zip gives its XML members, each in a new file.
+
+    A compressed document is probed (:func:`~xmlflow.inputs.check_compressed`): a bomb
+    or a damaged small file is refused here, before any job exists. All or nothing: on
+    an error every member file written so far is deleted (the uploads themselves are
+    the caller's to delete).
+    """
+    limits = svc.settings.input_limits
+    uploads: list[Upload] = []
+
+    def new_file() -> tuple[Path, IO[bytes]]:
+        path, stream = svc.incoming_file()
+        request.held.append(hold(path))  # a live request's file: recovery leaves it alone
+        members.append(path)
+        return path, stream
+
+    members: list[Path] = []
+    try:
+        for path, name in files:
+            shown = display_name(name)
+            if check_compressed(path, shown, limits) != "zip":
+                uploads.append(Upload(path, name))
+                continue
+            room = svc.settings.max_upload_files - len(uploads)
+            found = extract_zip(path, shown, limits, room, new_file)
+            uploads += [Upload(m.path, m.name, group=shown) for m in found]
+    except BaseException:
+        for path in members:
+            path.unlink(missing_ok=True)
+        raise
+    return uploads

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from xmlflow.errors import JobCancelled, XmlError
+from xmlflow.inputs import open_input
 from xmlflow.xml.options import ConvertOptions
 from xmlflow.xml.parser import expat_error, feed_expat, make_expat_parser, read_head, sniff_encoding
 from xmlflow.xml.sinks import (
@@ -160,7 +161,7 @@ def _peek_record_tag(src: Path, encoding: str | None, options: ConvertOptions) -
 
     parser = make_expat_parser(encoding, namespaces=options.namespaces != "keep")
     parser.StartElementHandler, parser.EndElementHandler = start, end
-    with open(src, "rb") as f:
+    with open_input(src) as f:
         head = f.read(PEEK_BYTES)
     try:
         parser.Parse(head, len(head) < PEEK_BYTES)

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from xmlflow.errors import JobCancelled, XmlError
+from xmlflow.inputs import open_input, source_position
 from xmlflow.xml.options import ConvertOptions
 from xmlflow.xml.spool import Group
 from xmlflow.xml.stats import ConvertStats
@@ -171,7 +172,7 @@ class _NativeRun:
     def _peek(self) -> bytes | None:
         """The root's first repeated child name in the first MiB (the default records)."""
         peek = self._converter(_PEEK)
-        with open(self.src, "rb") as f:
+        with open_input(self.src) as f:
             head = f.read(PEEK_BYTES)
         self._call(peek, head, len(head) < PEEK_BYTES)
         return peek.peeked()  # type: ignore[no-any-return]
@@ -204,7 +205,7 @@ class _NativeRun:
     ) -> Any:
         consumed, reported = 0, time.monotonic()
         try:
-            with open(self.src, "rb") as f:
+            with open_input(self.src) as f:
                 while True:
                     chunk = f.read(CHUNK_SIZE)
                     consumed += len(chunk)
@@ -215,7 +216,8 @@ class _NativeRun:
                         raise JobCancelled("conversion cancelled")
                     if on_progress is not None and time.monotonic() - reported >= PROGRESS_EVERY:
                         reported = time.monotonic()
-                        on_progress(consumed, self.converter.stats()[0])
+                        on_progress(source_position(f, consumed), self.converter.stats()[0])
+                consumed = source_position(f, consumed)
             self.sink.finish()
         except BaseException:
             self.sink.abort()

@@ -34,6 +34,7 @@ from xml.parsers import expat
 from lxml import etree
 
 from xmlflow.errors import XmlError
+from xmlflow.inputs import open_input, source_position
 
 __all__ = [
     "CHUNK_SIZE",
@@ -123,7 +124,7 @@ def parse_document(path: Path) -> Any:
     itself through the resolver that empties every external load.
     """
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             return etree.parse(f, safe_parser())
     except etree.XMLSyntaxError as exc:
         raise xml_error(exc, path.name) from None
@@ -188,13 +189,13 @@ def feed_file(
     """
     consumed = 0
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             while chunk := f.read(CHUNK_SIZE):
                 consumed += len(chunk)
                 parser.feed(chunk)
                 yield from parser.read_events()
                 if on_chunk is not None:
-                    on_chunk(consumed)
+                    on_chunk(source_position(f, consumed))
         root = parser.close()
         yield from parser.read_events()
     except etree.XMLSyntaxError as exc:
@@ -255,12 +256,12 @@ def feed_expat(path: Path, parser: Any, *, on_chunk: Callable[[int], None] | Non
     """
     consumed = 0
     try:
-        with open(path, "rb") as f:
+        with open_input(path) as f:
             while chunk := f.read(CHUNK_SIZE):
                 consumed += len(chunk)
                 parser.Parse(chunk, False)
                 if on_chunk is not None:
-                    on_chunk(consumed)
+                    on_chunk(source_position(f, consumed))
         if not consumed:
             raise XmlError("the document is empty (no element found)", line=1, column=1)
         parser.Parse(b"", True)
@@ -271,5 +272,5 @@ def feed_expat(path: Path, parser: Any, *, on_chunk: Callable[[int], None] | Non
 
 def read_head(path: Path, size: int = 4) -> bytes:
     """The first bytes of ``path`` (for :func:`sniff_encoding`)."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         return f.read(size)

@@ -13,6 +13,7 @@ from typing import Any
 
 from lxml import etree
 
+from xmlflow.inputs import open_input
 from xmlflow.xml.parser import (
     feed_file,
     make_parser,
@@ -104,7 +105,7 @@ def peek_repeated_child(src: Path, encoding: str | None) -> str | None:
     """The root's first repeated child tag in the first MiB (else its first child)."""
     target = _ChildTags()
     parser = safe_parser(target=target, encoding=encoding)
-    with open(src, "rb") as f:
+    with open_input(src) as f:
         head = f.read(PEEK_BYTES)
         complete = len(head) < PEEK_BYTES
     try:

@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { FINISHED, JobCard } from "./card.js";
 import { $, announce } from "./dom.js";
 import { plural } from "./format.js";
+import { placeCard, removeCard } from "./groups.js";
 import { JobList } from "./list.js";
 import { LiveUpdates } from "./live.js";
 import { OptionInputError, StepOptions } from "./options.js";
@@ -28,9 +29,7 @@ function showCard(job, { atTop }) {
   } else {
     card = new JobCard(job, { onCancel: cancelJob, onRemove: removeJob });
     cards.set(job.id, card);
-    const list = $("#job-list");
-    if (atTop) list.prepend(card.el);
-    else list.append(card.el);
+    placeCard($("#job-list"), card.el, job.group, { atTop }); // a zip's jobs: under its name
     card.tick();
   }
   if (!card.finished) live.follow(card);
@@ -117,7 +116,7 @@ function forgetCard(jobId) {
   totalJobs = Math.max(0, totalJobs - 1);
   if (card) {
     live.stop(card);
-    card.el.remove();
+    removeCard(card.el); // and its zip's heading, with the group's last card
     cards.delete(jobId);
   }
   updateCounts();

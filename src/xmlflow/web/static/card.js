@@ -49,6 +49,7 @@ export class JobCard {
     this.endedAt = null;
     this.el = clone("job-template");
     this.el.dataset.jobId = job.id;
+    if (job.group) this.el.dataset.group = job.group; // a member of this zip (see groups.js)
     this.el.setAttribute("aria-labelledby", `job-${job.id}-name`);
     const name = $(".job-name", this.el);
     name.id = `job-${job.id}-name`;
