@@ -185,3 +185,33 @@ def test_options_sent_twice_are_refused_and_create_nothing(steps_srv: Server) ->
     assert r.status_code == 422, r.text
     assert "'options' was sent 2 times" in r.json()["error"]["message"]
     assert files_under(steps_srv.data_dir) == files_before
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "named"),
+    [
+        # a misspelt field would be ignored and the job run with the defaults
+        ({"option": '{"process_xml": {"mode": "jsonl"}}'}, [], "form field 'option'"),
+        ({"pipline": "chain"}, [], "form field 'pipline'"),
+        # options sent as a file part (curl -F options=@o.json) used to be ignored
+        ({}, [("options", ("o.json", b'{"process_xml": {"mode": "jsonl"}}', "x"))], "'options'"),
+        # a file under another name would be dropped without a word
+        ({}, [("files", ("b.xml", b"<b/>", "application/xml"))], "file part 'files'"),
+    ],
+)
+def test_unknown_or_misplaced_upload_fields_are_refused(
+    steps_srv: Server, data: dict[str, str], files: list[Any], named: str
+) -> None:
+    jobs_before = httpx.get(f"{steps_srv.url}/api/jobs?limit=1").json()["total"]
+    files_before = files_under(steps_srv.data_dir)
+    r = httpx.post(
+        f"{steps_srv.url}/api/jobs",
+        data=data,
+        files=[("file", ("a.xml", b"<a>1</a>", "application/xml")), *files],
+        timeout=30,
+    )
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert named in message and "'file' (a file part)" in message, message
+    assert httpx.get(f"{steps_srv.url}/api/jobs?limit=1").json()["total"] == jobs_before
+    assert files_under(steps_srv.data_dir) == files_before

@@ -71,6 +71,7 @@ def upload() -> tuple[dict[str, Any], int]:
         )
     req: UploadRequest = request  # type: ignore[assignment]
     svc = service()
+    _refuse_unknown_fields()
     pipeline = _single_field("pipeline") or None
     if pipeline is not None and pipeline not in svc.settings.pipelines:
         raise BadRequest(
@@ -93,6 +94,25 @@ def upload() -> tuple[dict[str, Any], int]:
         for path in [p for p, _ in files] + [u.path for u in uploads]:
             path.unlink(missing_ok=True)
     return {"jobs": [job_urls(j) for j in jobs]}, 202
+
+
+UPLOAD_FIELDS = {"file": "a file part", "pipeline": "a form field", "options": "a form field"}
+
+
+def _refuse_unknown_fields() -> None:
+    """Only ``file`` parts and the ``pipeline``/``options`` fields: a misspelt field
+    (``option``, ``pipline``) or ``options`` sent as a file would otherwise be ignored
+    and the job run with settings the client did not ask for."""
+    sent = [(name, "a file part") for name in request.files] + [
+        (name, "a form field") for name in request.form
+    ]
+    for name, kind in sent:
+        if UPLOAD_FIELDS.get(name) != kind:
+            expected = ", ".join(f"{n!r} ({k})" for n, k in UPLOAD_FIELDS.items())
+            raise Unprocessable(
+                f"unexpected {kind} {name!r} in the upload; it takes {expected}",
+                details={"field": name},
+            )
 
 
 def _single_field(name: str) -> str | None:
