@@ -308,7 +308,7 @@ def describe_job(job: dict[str, Any]) -> list[str]:
     elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
     lines = [
         f"job {job['id']}: {job['status']}",
-        f"  file: {job['filename']} ({format_size(job['size'])}), pipeline: {job['pipeline']}",
+        f"  file: {job['filename']} ({plural(job['size'], 'byte')}), pipeline: {job['pipeline']}",
         f"  created: {created}, elapsed: {elapsed}",
     ]
     for i, step in enumerate(job["steps"], 1):
@@ -320,7 +320,7 @@ def describe_job(job: dict[str, Any]) -> list[str]:
     if job["error"]:
         lines.append(f"  {located_error(job['filename'], job['error'])}")
     lines += [
-        f"  output: {o['name']} ({format_size(o['size'])}) {o['url']}" for o in job["outputs"]
+        f"  output: {o['name']} ({plural(o['size'], 'byte')}) {o['url']}" for o in job["outputs"]
     ]
     return lines
 
