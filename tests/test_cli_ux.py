@@ -113,3 +113,10 @@ def test_quick_start_keeps_two_commands_and_names_the_port_variable() -> None:
         ["make", "test"],
     ]
     assert "XMLFLOW_PORT=" in quick
+
+
+def test_no_subcommand_shows_the_help_not_an_error() -> None:
+    for args in ([], ["jobs"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2
+        assert "Commands:" in result.output and "error:" not in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -28,7 +29,10 @@ class _Main(click.Group):
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
     ) -> Any:
         try:
-            return super().main(args, prog_name, standalone_mode=False, **extra)
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `xmlflow`, `xmlflow jobs`: the help
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "xmlflow"
             hint = f" (see '{where} --help')" if exc.ctx else ""
@@ -40,6 +44,10 @@ class _Main(click.Group):
         except click.Abort:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # `xmlflow jobs list | head`: the reader left, as click does
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more is written
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n), --help, --version
 
 
 @click.group(
