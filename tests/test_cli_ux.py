@@ -120,3 +120,13 @@ def test_no_subcommand_shows_the_help_not_an_error() -> None:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 2
         assert "Commands:" in result.output and "error:" not in result.output
+
+
+def test_the_wording_helpers_do_what_their_examples_say() -> None:
+    import doctest
+
+    import xmlflow.progress
+    import xmlflow.units
+
+    for module in (xmlflow.units, xmlflow.progress):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -96,12 +96,30 @@ class JsonLinesReporter:
         pass
 
 
+BURST = 0.05  # seconds: events closer than this were replayed (live ones are >= 0.1 s apart)
+
+
 @dataclass
 class _Running:
-    """The step a file is in: its label, and when it started here (for the rate and ETA)."""
+    """The step a file is in: its label, and the point its rate is measured from.
+
+    The rate is measured from when this display saw the step at a fraction, not from
+    the step's start: a followed job replays its past events in one burst, so within a
+    burst the point moves to the latest event, and the rate is what was seen live.
+    """
 
     label: str
-    started: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)
+    since_fraction: float = 0.0
+    last: float = field(default_factory=time.monotonic)
+
+    def seen(self, fraction: float) -> tuple[float, float]:
+        """(fraction moved, seconds) since the point, this event included."""
+        now = time.monotonic()
+        if now - self.last < BURST:
+            self.since, self.since_fraction = now, fraction
+        self.last = now
+        return fraction - self.since_fraction, now - self.since
 
 
 class RichReporter:
@@ -160,7 +178,7 @@ class RichReporter:
         where = ""
         fraction = float(data.get("fraction") or 0)
         if running and job.size and fraction > 0:
-            where = " " + reading_rate(job.size, fraction, time.monotonic() - running.started)
+            where = " " + reading_rate(job.size, fraction, *running.seen(fraction))
         message = f" [dim]{escape(data['message'])}[/]" if data.get("message") else ""
         self.progress.update(
             task, completed=data["index"] + fraction, description=label + where + message
@@ -191,7 +209,8 @@ class RichReporter:
         for job in jobs:
             icon = ICONS.get(job.status or "", "[yellow]■[/]")
             outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
-            self.console.print(f"{icon} {escape(str(job.source))}: {job.status}{outputs}")
+            status = job.status or "not ended"
+            self.console.print(f"{icon} {escape(str(job.source))}: {status}{outputs}")
             if job.error:
                 self.console.print(f"  [red]{escape(located_error(job.source, job.error))}[/]")
             for path in job.outputs:
@@ -200,21 +219,23 @@ class RichReporter:
             self.console.print(summary(jobs))
 
 
-def reading_rate(size: int, fraction: float, seconds: float) -> str:
+def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> str:
     """``12.0 MB/40.0 MB 4.1 MB/s ETA 7.0 s``: where a step is in its input.
 
     The bytes are the step's fraction of the file's size (a converting step reports
-    the bytes it consumed as its fraction); the ETA assumes the rate so far holds.
+    the bytes it consumed as its fraction); the rate is ``moved`` (a fraction) over
+    ``seconds``, and the ETA assumes it holds.
 
-    >>> reading_rate(40_000_000, 0.25, 2.0)
-    '10.0 MB/40.0 MB 5.0 MB/s ETA 6.00 s'
+    >>> reading_rate(40_000_000, 0.25, 0.2, 2.0)
+    '10.0 MB/40.0 MB 4.0 MB/s ETA 7.50 s'
     """
     done = size * min(fraction, 1.0)
     text = f"{format_size(done)}/{format_size(size)}"
-    if seconds > 0.2:
-        text += f" {format_rate(done / seconds)}"
+    if seconds > 0.2 and moved > 0:
+        rate = size * moved / seconds
+        text += f" {format_rate(rate)}"
         if fraction < 1:
-            text += f" ETA {format_duration(seconds * (1 - fraction) / fraction)}"
+            text += f" ETA {format_duration(size * (1 - fraction) / rate)}"
     return text
 
 
@@ -222,7 +243,8 @@ def summary(jobs: Sequence[FileJob]) -> str:
     """``3 files: 2 succeeded, 1 failed; 4 outputs``."""
     counts: dict[str, int] = {}
     for job in jobs:
-        counts[job.status or "unfinished"] = counts.get(job.status or "unfinished", 0) + 1
+        status = job.status or "not ended"
+        counts[status] = counts.get(status, 0) + 1
     states = ", ".join(f"{n} {status}" for status, n in counts.items())
     outputs = plural(sum(len(job.outputs) for job in jobs), "output")
     return f"{plural(len(jobs), 'file')}: {states}; {outputs}"
