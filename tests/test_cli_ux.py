@@ -130,3 +130,13 @@ def test_the_wording_helpers_do_what_their_examples_say() -> None:
 
     for module in (xmlflow.units, xmlflow.progress):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_submit_and_follow_list_their_environment_variables() -> None:
+    for args, names in [
+        (["submit", "--help"], ["XMLFLOW_URL", "XMLFLOW_API_TOKEN", "XMLFLOW_PIPELINE"]),
+        (["jobs", "follow", "--help"], ["XMLFLOW_URL", "XMLFLOW_OUT", "XMLFLOW_JSON"]),
+    ]:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0
+        assert all(name in result.output for name in names), result.output
