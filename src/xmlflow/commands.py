@@ -22,6 +22,7 @@ import orjson
 
 from .client import DEFAULT_URL, ApiClient, ApiError
 from .errors import Unprocessable, XmlflowError
+from .models import EventType
 from .units import format_duration, format_size, plural
 
 if TYPE_CHECKING:
@@ -38,6 +39,16 @@ _json_option = click.option(
     envvar="XMLFLOW_JSON",
     show_envvar=True,
     help="Print the server's JSON answer.",
+)
+
+
+_events_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="XMLFLOW_JSON",
+    show_envvar=True,
+    help="Print the events as JSON lines instead of the live display.",
 )
 
 
@@ -92,14 +103,7 @@ _save_option = click.option(
     help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
     "them); VALUE is JSON when it parses as JSON.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the events as JSON lines instead of the live display.",
-)
+@_events_option
 @click.option(
     "--config",
     "config_path",
@@ -356,14 +360,7 @@ def download(client: ApiClient, job_id: str, out_dir: Path, as_zip: bool) -> Non
 @jobs.command()
 @click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
 @_save_option
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the events as JSON lines instead of the live display.",
-)
+@_events_option
 @_server_options
 def follow(client: ApiClient, job_ids: Sequence[str], out_dir: Path | None, as_json: bool) -> None:
     """Follow jobs live until they end, as `xmlflow submit` does (and exit as it does)."""
@@ -401,14 +398,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
     "them); VALUE is JSON when it parses as JSON.",
 )
 @_save_option
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the events as JSON lines instead of the live display.",
-)
+@_events_option
 @click.option(
     "--url",
     default=DEFAULT_URL,
@@ -473,7 +463,7 @@ def _watch(
         for event in client.follow(list(by_id)):
             job = by_id[event.job_id]
             job.last_event = event.id
-            if event.type.value == "end":
+            if event.type is EventType.END:
                 _ended(client, job, event.data, out_dir)
             reporter.event(job, event)
     except KeyboardInterrupt:
