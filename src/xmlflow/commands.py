@@ -371,7 +371,10 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
     from .progress import FileJob
 
     jobs = [client.job(job_id) for job_id in job_ids]
-    return [FileJob(Path(job["filename"]), size=job["size"], job_id=job["id"]) for job in jobs]
+    return [
+        FileJob(Path(job["filename"]), job["size"], job["id"], steps=len(job["steps"]))
+        for job in jobs
+    ]
 
 
 @click.command()

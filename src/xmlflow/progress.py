@@ -36,6 +36,7 @@ class FileJob:
     source: Path
     size: int = 0
     job_id: str = ""
+    steps: int = 0  # its pipeline's steps, when the jobs shown may have different ones
     last_event: int = 0
     status: str | None = None
     error: str | None = None
@@ -155,7 +156,7 @@ class RichReporter:
         self.steps = steps
         for job in jobs:
             self.tasks[job.job_id] = self.progress.add_task(
-                "[dim]queued[/]", total=steps, file=job.source.name
+                "[dim]queued[/]", total=job.steps or steps, file=job.source.name
             )
         self.progress.start()
 
@@ -170,7 +171,7 @@ class RichReporter:
             status = str(data["status"])
             self.progress.update(task, description=status)
             if status == "succeeded":
-                self.progress.update(task, completed=self.steps)
+                self.progress.update(task, completed=job.steps or self.steps)
 
     def _progress(self, job: FileJob, task: TaskID, data: dict[str, Any]) -> None:
         running = self.running.get(task)
