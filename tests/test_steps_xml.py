@@ -46,7 +46,7 @@ def make_ctx(tmp_path: Path, data: bytes = BOOKS, **options: Any) -> StepContext
         filename="books.xml",
         options=options,
         config_dir=tmp_path,
-        _report=lambda fraction, message: events.append((fraction, message)),
+        _report=lambda fraction, message, *_bytes: events.append((fraction, message)),
     )
     ctx.events = events  # type: ignore[attr-defined]
     return ctx

@@ -312,7 +312,13 @@ class _Throttle:
         self.emit = emit
         self.last = 0.0
 
-    def __call__(self, fraction: float, message: str | None) -> None:
+    def __call__(
+        self,
+        fraction: float,
+        message: str | None,
+        done: int | None = None,
+        total: int | None = None,
+    ) -> None:
         now = time.monotonic()
         if now - self.last < PROGRESS_INTERVAL:
             return
@@ -320,4 +326,6 @@ class _Throttle:
         data: dict[str, Any] = {"index": self.index, "fraction": round(fraction, 4)}
         if message is not None:
             data["message"] = message
+        if done is not None:
+            data["done"], data["total"] = done, total
         self.emit(EventType.PROGRESS, data)

@@ -34,6 +34,7 @@ from .pipeline import check_pipelines
 from .settings import Settings
 from .step import safe_output_name
 from .upload_options import check_job_options as check_job_options
+from .webhooks import WebhookSender, sender_for
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Service:
         self.backend: Backend = open_backend(settings, lambda job_id: execute_job(self, job_id))
         self._stop = threading.Event()
         self._lock_file: IO[bytes] | None = None
+        self.webhooks: WebhookSender | None = sender_for(settings, self.backend.outbox)
 
     @property
     def store(self) -> JobStore:
@@ -182,6 +184,8 @@ class Service:
             self._recover()
         threading.Thread(target=self._sweep_loop, name="xmlflow-sweeper", daemon=True).start()
         self.backend.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     @property
     def closing(self) -> bool:
@@ -190,6 +194,8 @@ class Service:
 
     def close(self) -> None:
         self._stop.set()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         kill_children()
         self.backend.close()
         if self._lock_file is not None:

@@ -63,6 +63,13 @@ class Settings:
     sweep_interval: float = 60.0
     retries: int = 0
     lease_seconds: float = 30.0
+    # webhooks (operator only: see xmlflow.webhooks)
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_attempts: int = 12
+    webhook_max_age_hours: float = 24.0
+    webhook_backoff: float = 5.0
+    webhook_timeout: float = 10.0
     pipelines: dict[str, list[StepSpec]] = field(default_factory=dict)
 
     @property
@@ -111,6 +118,12 @@ _ENV: dict[str, tuple[str, Any]] = {
     "XMLFLOW_SWEEP_INTERVAL": ("sweep_interval", float),
     "XMLFLOW_RETRIES": ("retries", int),
     "XMLFLOW_LEASE_SECONDS": ("lease_seconds", float),
+    "XMLFLOW_WEBHOOK_URL": ("webhook_url", str),
+    "XMLFLOW_WEBHOOK_SECRET": ("webhook_secret", str),
+    "XMLFLOW_WEBHOOK_ATTEMPTS": ("webhook_attempts", int),
+    "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": ("webhook_max_age_hours", float),
+    "XMLFLOW_WEBHOOK_BACKOFF": ("webhook_backoff", float),
+    "XMLFLOW_WEBHOOK_TIMEOUT": ("webhook_timeout", float),
 }
 
 
@@ -133,6 +146,7 @@ def load_settings(
         values["config_path"] = local if local.is_file() else None
     settings = Settings(**values)
     _check_numbers(settings)
+    _check_webhook(settings)
     if settings.config_path is not None:
         settings = settings.replace(config_path=settings.config_path.resolve())
     if not settings.pipelines:
@@ -155,10 +169,39 @@ def _check_numbers(s: Settings) -> None:
         "XMLFLOW_TRUSTED_PROXIES": 0 <= s.trusted_proxies <= 10,
         "XMLFLOW_RETRIES": s.retries >= 0,
         "XMLFLOW_LEASE_SECONDS": s.lease_seconds >= 3,
+        "XMLFLOW_WEBHOOK_ATTEMPTS": 1 <= s.webhook_attempts <= 100,
+        "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": s.webhook_max_age_hours > 0,
+        "XMLFLOW_WEBHOOK_BACKOFF": 0.01 <= s.webhook_backoff <= 3600,
+        "XMLFLOW_WEBHOOK_TIMEOUT": 0.1 <= s.webhook_timeout <= 120,
     }
     for var, ok in checks.items():
         if not ok:
             raise ConfigError(f"{var} is out of range")
+
+
+def _check_webhook(s: Settings) -> None:
+    """A webhook URL is checked at start-up, not at the first job's end: an http(s) URL
+    with a host, no credentials in it (they would be logged), and a secret to sign with."""
+    if s.webhook_url is None:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(s.webhook_url)
+        url.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"XMLFLOW_WEBHOOK_URL is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(
+            f"XMLFLOW_WEBHOOK_URL must be an http:// or https:// URL with a host, "
+            f"got {s.webhook_url!r}"
+        )
+    if url.username or url.password:
+        raise ConfigError("XMLFLOW_WEBHOOK_URL must not hold credentials (user:password@)")
+    if not s.webhook_secret:
+        raise ConfigError(
+            "XMLFLOW_WEBHOOK_URL needs XMLFLOW_WEBHOOK_SECRET: every delivery is signed with it"
+        )
 
 
 def load_pipelines(config_path: Path | None) -> dict[str, list[StepSpec]]:

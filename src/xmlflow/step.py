@@ -234,9 +234,8 @@ class StepContext:
     config_dir: Path | None = None
     """The folder of the ``config.py`` in use: resolve relative option paths here."""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("xmlflow.steps"))
-    _report: Callable[[float, str | None], None] = field(
-        default=lambda fraction, message: None, repr=False
-    )
+    _report: Callable[..., None] = field(default=lambda fraction, message, *_: None, repr=False)
+    """Called as ``(fraction, message)``, or ``(fraction, message, done, total)`` with bytes."""
     _is_cancelled: Callable[[], bool] = field(default=lambda: False, repr=False)
     outputs: list[Output] = field(default_factory=list)
     passed_on: Path | None = None
@@ -251,9 +250,24 @@ class StepContext:
         """True once someone asked to cancel the job: stop soon."""
         return self._is_cancelled()
 
-    def progress(self, fraction: float, message: str | None = None) -> None:
-        """Report how far the step is (0..1) with an optional short message."""
-        self._report(min(max(float(fraction), 0.0), 1.0), message)
+    def progress(
+        self,
+        fraction: float,
+        message: str | None = None,
+        *,
+        done: int | None = None,
+        total: int | None = None,
+    ) -> None:
+        """Report how far the step is (0..1) with an optional short message.
+
+        A step that streams its input also gives ``done`` and ``total`` bytes: the page
+        shows the bytes read, the rate and an ETA from them.
+        """
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if done is None or total is None:
+            self._report(fraction, message)
+        else:
+            self._report(fraction, message, int(done), int(total))
 
     @contextlib.contextmanager
     def open_output(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Event, EventType, Job, JobStatus
+
+if TYPE_CHECKING:
+    from ..webhooks import Outbox
 
 
 class JobStore(Protocol):
@@ -102,3 +105,4 @@ class Backend:
     executor: Executor
     close: Callable[[], None]
     start: Callable[[], None] = lambda: None  # background duties (the Redis lost-job monitor)
+    outbox: Outbox | None = None  # webhook deliveries, when XMLFLOW_WEBHOOK_URL is set

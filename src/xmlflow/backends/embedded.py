@@ -35,6 +35,7 @@ from ..models import (
 )
 from ..settings import Settings
 from .base import Backend, following
+from .sqlite_outbox import SqliteOutbox
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,13 @@ class _Signals:
 class SqliteStore:
     """JobStore and EventLog on one SQLite database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, webhooks: bool = False) -> None:
         self.path = path
         self._local = threading.local()
         self._signals = _Signals()
         self._db().executescript(SCHEMA)
+        # with webhooks on, each end event records its delivery in the same transaction
+        self.outbox = SqliteOutbox(self._db, self._transaction) if webhooks else None
 
     # -- connections -------------------------------------------------------------------------
 
@@ -316,6 +319,8 @@ class SqliteStore:
             "UPDATE jobs SET status = ?, ended_at = ?, doc = ? WHERE id = ?",
             (str(job.status), job.ended_at, _dump(job), job.id),
         )
+        if type is EventType.END and self.outbox is not None:
+            self.outbox.add(db, job, event)
         return event
 
 
@@ -378,6 +383,8 @@ class ThreadExecutor:
 
 def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(settings.data_dir / "xmlflow.db")
+    store = SqliteStore(settings.data_dir / "xmlflow.db", webhooks=bool(settings.webhook_url))
     executor = ThreadExecutor(run_job, settings.workers)
-    return Backend(store=store, events=store, executor=executor, close=executor.shutdown)
+    return Backend(
+        store=store, events=store, executor=executor, close=executor.shutdown, outbox=store.outbox
+    )

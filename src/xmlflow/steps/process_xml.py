@@ -86,7 +86,8 @@ def run_xml_processing_step(ctx: StepContext) -> None:
     size = max(ctx.input.stat().st_size, 1)
 
     def progress(consumed: int, records: int) -> None:
-        ctx.progress(consumed / size, progress_message(consumed, size, records))
+        message = progress_message(consumed, size, records)
+        ctx.progress(consumed / size, message, done=consumed, total=size)
 
     with ctx.open_output(ctx.stem + SUFFIX[options.mode], "wb") as out:
         stats = convert_file(

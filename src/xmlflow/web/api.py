@@ -259,3 +259,6 @@ def _step_json(spec: StepSpec, settings: Settings) -> dict[str, Any]:
 
 def error_response(exc: XmlflowError) -> tuple[dict[str, Any], int]:
     return exc.to_dict(), exc.status_code
+
+
+from . import preview as _preview  # noqa: E402, F401  (registers its route on bp)

@@ -10,6 +10,9 @@ Two sources, each chosen for what it can answer truthfully:
   counters of the work *this* process did; sum them over processes in PromQL. A job
   cancelled while still queued never ran, and is not counted here.
 - **Open SSE streams** of this process, counted by the stream's body (:func:`open_streams`).
+- **Webhook tries** this process made, by outcome (``delivered``, ``failed`` and to be
+  retried, ``dropped``); with the deliveries still pending in the shared outbox, read
+  at scrape time. In Redis mode workers deliver too: their tries are in their logs.
 
 Events are observed by wrapping the backend's :class:`EventLog` in
 :class:`ObservedEventLog`: the runner, the store and the stream stay unaware of
@@ -64,6 +67,10 @@ class Metrics:
         self.open_streams = Gauge(
             "xmlflow_open_streams", "Event streams this process is serving now.", registry=r
         )
+        self.webhook_deliveries = Counter(
+            "xmlflow_webhook_deliveries", "Webhook tries made by this process, by outcome.",
+            ["outcome"], registry=r,
+        )  # fmt: skip
 
     def observe(self, event: Event) -> None:
         """Count one event appended in this process; never raises."""
@@ -110,6 +117,16 @@ class StoreCollector(Collector):
         yield up
         yield jobs
         yield GaugeMetricFamily("xmlflow_queue_depth", "Jobs waiting to run.", value=depth)
+        outbox = self.service.backend.outbox
+        if outbox is not None:
+            try:
+                pending = outbox.pending()
+            except Exception:
+                log.warning("metrics: the webhook outbox did not answer", exc_info=True)
+                return
+            yield GaugeMetricFamily(
+                "xmlflow_webhooks_pending", "Webhook deliveries not yet done.", value=pending
+            )
 
     def _read(self) -> tuple[GaugeMetricFamily, int]:
         store = self.service.store
@@ -143,6 +160,9 @@ def init_app(app: Flask, service: Service) -> Metrics:
     metrics = Metrics(service)
     app.extensions[EXTENSION] = metrics
     service.backend.events = ObservedEventLog(service.backend.events, metrics.observe)
+    if service.webhooks is not None:
+        deliveries = metrics.webhook_deliveries
+        service.webhooks.on_outcome = lambda outcome: deliveries.labels(outcome).inc()
     app.register_blueprint(bp)
     return metrics
 

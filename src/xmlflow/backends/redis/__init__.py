@@ -80,7 +80,12 @@ def open_redis_backend(settings: Settings) -> Backend:
     url = settings.redis_url
     client = connect(url, socket_timeout=30)
     retention = settings.retention_hours * 3600
-    store = RedisStore(client, retention=retention, lease_ttl=settings.lease_seconds)
+    store = RedisStore(
+        client,
+        retention=retention,
+        lease_ttl=settings.lease_seconds,
+        webhooks=bool(settings.webhook_url),
+    )
     follower = Follower(
         # The reader's own connection: no automatic retry (it reconnects itself), and a
         # socket timeout longer than its XREAD BLOCK.
@@ -107,4 +112,5 @@ def open_redis_backend(settings: Settings) -> Backend:
         executor=executor,
         close=close,
         start=monitor.start,
+        outbox=store.outbox,
     )

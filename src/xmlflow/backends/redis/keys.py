@@ -9,6 +9,11 @@ One place to read the whole data model::
     xmlflow:jobs:<status>     zset   jobs in one status, by creation time
     xmlflow:ended             zset   finished jobs, by end time (the retention sweep reads it)
     xmlflow:monitor           string a short lock: one process looks for lost workers at a time
+    xmlflow:webhook:<id>      hash   a webhook delivery not yet done: job_id, body (the JSON
+                                     sent), created_at, attempts, token (its current claim),
+                                     error (the last try's); written with the job's end event
+    xmlflow:webhooks          zset   delivery ids, by when each may be claimed next: its next
+                                     try, or the end of its current claim's lease
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ class Keys:
     by_status = "xmlflow:jobs:{0}"
     ended = "xmlflow:ended"
     monitor = "xmlflow:monitor"
+    webhook = "xmlflow:webhook:{0}"
+    webhooks_due = "xmlflow:webhooks"
 
     @classmethod
     def status_sets(cls) -> list[str]:

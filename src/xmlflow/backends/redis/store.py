@@ -43,6 +43,7 @@ from ...models import (
     running_event,
 )
 from .keys import Keys, event_id, stream_id
+from .outbox import RedisOutbox
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,14 @@ Decide = Callable[[Change], bool]  # returns False to leave the job as it is
 class RedisStore:
     """JobStore, and the write/replay half of the EventLog (following is :mod:`.fanout`'s)."""
 
-    def __init__(self, client: redis.Redis, *, retention: float, lease_ttl: float) -> None:
+    def __init__(
+        self, client: redis.Redis, *, retention: float, lease_ttl: float, webhooks: bool = False
+    ) -> None:
         self.r = client
         self.retention = retention
         self.lease_ttl = lease_ttl
+        # with webhooks on, each end event records its delivery in the same MULTI
+        self.outbox = RedisOutbox(client) if webhooks else None
 
     # -- JobStore ----------------------------------------------------------------------------
 
@@ -302,6 +307,8 @@ class RedisStore:
         for event in c.events:
             entry = {"t": str(event.type), "d": orjson.dumps(event.data)}
             pipe.xadd(events, entry, id=stream_id(event.id))
+            if event.type is EventType.END and self.outbox is not None:
+                self.outbox.add(pipe, job, event)
         pipe.hset(
             key,
             mapping={

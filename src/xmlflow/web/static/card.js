@@ -4,7 +4,18 @@
 // ignores anything older, so a snapshot followed by a replayed stream never shows a step twice.
 
 import { $, announce, clone, setBar } from "./dom.js";
-import { formatDuration, formatSize, formatWhen, plural, sentence, splitLocation } from "./format.js";
+import {
+  formatDuration,
+  formatReading,
+  formatSize,
+  formatWhen,
+  plural,
+  sentence,
+  splitLocation,
+} from "./format.js";
+import { previewBlock, previewable } from "./preview.js";
+import { RateMeter } from "./rate.js";
+import { stepChart } from "./timings.js";
 
 export const FINISHED = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 const STEP_DONE = new Set(["succeeded", "failed", "skipped"]);
@@ -78,7 +89,8 @@ export class JobCard {
     } else if (type === "step") {
       this.#stepEvent(data);
     } else if (type === "progress") {
-      this.#updateStep(data.index, { fraction: data.fraction, message: data.message });
+      const { fraction, message, done, total } = data;
+      this.#updateStep(data.index, { fraction, message, done, total });
     } else if (type === "end") {
       this.endedAt = Date.now() / 1000;
       this.#end(data);
@@ -123,8 +135,11 @@ export class JobCard {
     el.dataset.index = index;
     $(".step-name", el).textContent = step.name;
     $(".step-bar", el).setAttribute("aria-label", `${step.name} progress`);
+    const reading = document.createElement("span");
+    reading.className = "step-reading";
+    $(".step-progress", el).append(reading);
     $(".steps", this.el).append(el);
-    return { el, id: step.id, name: step.name, status: "pending", since: null };
+    return { el, id: step.id, name: step.name, status: "pending", since: null, meter: new RateMeter() };
   }
 
   #stepEvent(data) {
@@ -155,8 +170,18 @@ export class JobCard {
     if (data.fraction != null) step.fraction = data.fraction;
     if (running) setBar($(".step-bar", el), step.fraction ?? 0);
     if (data.message) $(".step-message", el).textContent = data.message;
+    this.#showReading(step, running, data);
     if ("error" in data || data.status) this.#stepError(step, data.error);
     this.#updateProgress();
+  }
+
+  /** Bytes read, MB/s and an ETA while a step that reads its input runs; nothing after. */
+  #showReading(step, running, data) {
+    if (running && data.done != null && data.total != null) step.meter.add(data.done, data.total);
+    const { meter } = step;
+    const text = running && meter.total ? formatReading(meter.done, meter.total, meter.rate, meter.eta) : "";
+    const line = $(".step-reading", step.el);
+    if (line.textContent !== text) line.textContent = text;
   }
 
   #stepError(step, error) {
@@ -227,6 +252,7 @@ export class JobCard {
     const outputs = end.outputs ?? [];
     this.outputCount = outputs.length;
     this.#showOutputs(outputs);
+    this.#showTimings();
     this.#showJobError(end);
     this.setConnectionLost(false);
     this.#setStatus(end.status, { quiet });
@@ -264,6 +290,12 @@ export class JobCard {
     block.hidden = outputs.length === 0;
   }
 
+  #showTimings() {
+    $(".step-chart", this.el)?.remove();
+    const chart = stepChart(this.steps);
+    if (chart) $(".steps", this.el).after(chart);
+  }
+
   #wireButtons(onCancel, onRemove) {
     const cancel = $(".cancel", this.el);
     cancel.setAttribute("aria-label", `Cancel ${this.filename}`);
@@ -294,5 +326,6 @@ function outputItem(output) {
   size.className = "output-size";
   size.textContent = formatSize(output.size);
   li.append(link, " ", size);
+  if (previewable(output)) li.append(previewBlock(output));
   return li;
 }

@@ -62,3 +62,22 @@ export function sentence(text) {
 export function plural(count, word, many = `${word}s`) {
   return `${count} ${count === 1 ? word : many}`;
 }
+
+/** Bytes per second -> "8.4 MB/s"; null -> "". */
+export function formatRate(bytesPerSecond) {
+  if (bytesPerSecond == null || !Number.isFinite(bytesPerSecond)) return "";
+  return `${formatSize(Math.max(0, bytesPerSecond))}/s`;
+}
+
+/** Seconds left -> "about 12 s left", "about 2 min 05 s left"; null -> "". */
+export function formatEta(seconds) {
+  if (seconds == null || !Number.isFinite(seconds)) return "";
+  if (seconds < 1) return "less than a second left";
+  return `about ${formatDuration(seconds)} left`;
+}
+
+/** "12.3 MB of 100 MB read · 8.4 MB/s · about 10 s left" (the parts known so far). */
+export function formatReading(done, total, rate, eta) {
+  const parts = [`${formatSize(done)} of ${formatSize(total)} read`, formatRate(rate), formatEta(eta)];
+  return parts.filter(Boolean).join(" · ");
+}
