@@ -24,7 +24,10 @@ CRAWL = """
     def run_crawl(ctx):
         for i in range(1, 6):
             time.sleep(0.25)
-            ctx.progress(i / 6)
+            if ctx.filename == "told.xml":  # a streaming step says its bytes itself
+                ctx.progress(i / 6, done=i * 1_000_000, total=6_000_000)
+            else:
+                ctx.progress(i / 6)
         with ctx.open_output(ctx.stem + ".txt", "w") as out:
             out.write("crawled")
 """
@@ -50,18 +53,22 @@ def xmlflow(
 def test_run_shows_bytes_rate_and_eta_inside_a_step_within_80_columns(tmp_path: Path) -> None:
     write_config(tmp_path, CONFIG, {"crawl": CRAWL})
     (tmp_path / "big.xml").write_bytes(b"<r>" + b"x" * 3_000_000 + b"</r>")
+    (tmp_path / "told.xml").write_bytes(b"<r/>")
     (tmp_path / "small.xml").write_bytes(b"<r/>")
     # a terminal that refreshes the live display, as people have it
     terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
-    proc = xmlflow("run", "big.xml", "small.xml", "-o", "out", cwd=tmp_path, env=terminal)
+    files = ["big.xml", "told.xml", "small.xml"]
+    proc = xmlflow("run", *files, "--workers", "3", "-o", "out", cwd=tmp_path, env=terminal)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     screen = ANSI.sub("", proc.stdout)
-    assert re.search(r"\d\.\d MB/3\.0 MB \d+(\.\d+)? [kM]B/s ETA \d+(\.\d+)? m?s", screen), screen
+    rate = r" \d+(\.\d+)? [kM]B/s ETA \d+(\.\d+)? m?s"
+    assert re.search(r"\d\.\d MB/3\.0 MB" + rate, screen), screen  # fraction of the size
+    assert re.search(r"\d\.\d MB/6\.0 MB" + rate, screen), screen  # the bytes the step said
     lines = re.split(r"[\r\n]", screen)
     assert max(len(line) for line in lines) <= 80, max(lines, key=len)
     assert re.search(r"1/1 Crawl succeeded 1\.\d\d s", screen)
     assert "big.xml: succeeded, 1 output\n" in screen
-    assert "2 files: 2 succeeded; 2 outputs" in screen
+    assert "3 files: 3 succeeded; 3 outputs" in screen
 
 
 def test_counts_are_worded_in_the_singular_for_one(tmp_path: Path) -> None:

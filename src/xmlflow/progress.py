@@ -127,9 +127,10 @@ class RichReporter:
     """A bar per file that follows its current step; a line per finished step; a summary.
 
     Inside a running step the bar's text says how far it is in bytes of the input
-    (the step's fraction of the file's size), the rate so far and an ETA, so a long
-    conversion can be planned around. Every line fits the console's width (80 columns
-    in a terminal of 80): long names and messages are cut with an ellipsis.
+    (the bytes the step says it read, else its fraction of the file's size), the rate
+    so far and an ETA, so a long conversion can be planned around. Every line fits the
+    console's width (80 columns in a terminal of 80): long names and messages are cut
+    with an ellipsis.
     """
 
     def __init__(self, console: Console) -> None:
@@ -178,8 +179,11 @@ class RichReporter:
         label = running.label if running else ""
         where = ""
         fraction = float(data.get("fraction") or 0)
-        if running and job.size and fraction > 0:
-            where = " " + reading_rate(job.size, fraction, *running.seen(fraction))
+        size = int(data.get("total") or job.size)  # a streaming step says its bytes itself
+        if data.get("done") is not None and size:
+            fraction = min(int(data["done"]) / size, 1.0)
+        if running and size and fraction > 0:
+            where = " " + reading_rate(size, fraction, *running.seen(fraction))
         message = f" [dim]{escape(data['message'])}[/]" if data.get("message") else ""
         self.progress.update(
             task, completed=data["index"] + fraction, description=label + where + message
@@ -223,8 +227,7 @@ class RichReporter:
 def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> str:
     """``12.0 MB/40.0 MB 4.1 MB/s ETA 7.0 s``: where a step is in its input.
 
-    The bytes are the step's fraction of the file's size (a converting step reports
-    the bytes it consumed as its fraction); the rate is ``moved`` (a fraction) over
+    The bytes are ``fraction`` of ``size``; the rate is ``moved`` (a fraction) over
     ``seconds``, and the ETA assumes it holds.
 
     >>> reading_rate(40_000_000, 0.25, 0.2, 2.0)
