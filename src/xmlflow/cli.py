@@ -1,20 +1,58 @@
-"""The ``xmlflow`` command line (click): serve, steps."""
+"""The ``xmlflow`` command line (click): serve, worker, steps; run, submit, jobs (commands.py)."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .commands import jobs, run
+from .commands import jobs, run, submit
 from .errors import XmlflowError
 
 
+class _Main(click.Group):
+    """Usage errors in one line, and never a traceback: ``xmlflow jobs: error: No such …``.
+
+    Click's usual three lines (usage, hint, error) bury the one that matters; its
+    suggestions ("Did you mean 'list'?") are kept. Exit status 2, as click's.
+    """
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
+    ) -> Any:
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `xmlflow`, `xmlflow jobs`: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "xmlflow"
+            hint = f" (see '{where} --help')" if exc.ctx else ""
+            click.echo(f"{where}: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # `xmlflow jobs list | head`: the reader left, as click does
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more is written
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n), --help, --version
+
+
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"}
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"},
 )
 @click.version_option(package_name="xmlflow")
 @click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
@@ -25,9 +63,31 @@ def main(log_level: str) -> None:
     )
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="XMLFLOW_HOST")
-@click.option("--port", default=5000, show_default=True, type=int, envvar="XMLFLOW_PORT")
+class _ServeCommand(click.Command):
+    """``serve --help`` ends with every environment variable the server reads."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from .settings import _ENV
+
+        shown = {p.envvar for p in self.params if isinstance(p.envvar, str)}
+        names = [*sorted(set(_ENV) - shown), "XMLFLOW_LOG_LEVEL (same as --log-level)"]
+        with formatter.section("Environment variables (see docs/deployment.md)"):
+            formatter.write_text(", ".join(names))
+
+
+@main.command(cls=_ServeCommand)
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, envvar="XMLFLOW_HOST", show_envvar=True
+)
+@click.option(
+    "--port",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="XMLFLOW_PORT",
+    show_envvar=True,
+    help="The port; taken ones are refused at once (XMLFLOW_PORT=8000 make run).",
+)
 @click.option(
     "--workers",
     "web_workers",
@@ -35,6 +95,7 @@ def main(log_level: str) -> None:
     default=1,
     show_default=True,
     envvar="XMLFLOW_WEB_WORKERS",
+    show_envvar=True,
     help="Web processes (gunicorn, gevent); more than 1 needs XMLFLOW_REDIS_URL.",
 )
 @click.option(
@@ -54,12 +115,36 @@ def serve(ctx: click.Context, host: str, port: int, web_workers: int, dev: bool)
 
     if dev and web_workers > 1:
         raise click.UsageError("--dev is one werkzeug process: it takes no --workers")
+    check_port_free(host, port)
     try:
         if not dev:
             run_gunicorn(host, port, web_workers, log_level=ctx.find_root().params["log_level"])
         _serve_werkzeug(host, port)
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from exc
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail at once, saying how to choose another port, when this one is taken.
+
+    Gunicorn would retry for seconds and then say only "Connection in use". The
+    check binds as gunicorn will (``SO_REUSEADDR``), so a port in TIME_WAIT is free.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"cannot listen on {host}:{port}: {exc.strerror}"
+                ) from None
+            raise click.ClickException(
+                f"port {port} on {host} is taken (another xmlflow, or another program); "
+                f"choose another: XMLFLOW_PORT={port + 1} make run, or "
+                f"xmlflow serve --port {port + 1}"
+            ) from None
 
 
 def _serve_werkzeug(host: str, port: int) -> None:
@@ -142,3 +227,4 @@ def steps(config_path: Path | None) -> None:
 
 main.add_command(run)
 main.add_command(jobs)
+main.add_command(submit)

@@ -1,4 +1,4 @@
-"""A small client of the xmlflow API (httpx), used by ``xmlflow jobs``.
+"""A small client of the xmlflow API (httpx), used by ``xmlflow jobs`` and ``submit``.
 
 Errors come back as :class:`ApiError` carrying the server's own message (the JSON
 error body), so the command line shows what the server said, not a status code.
@@ -6,19 +6,25 @@ error body), so the command line shows what the server said, not a status code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .errors import XmlflowError
+from .models import Event, EventType
 
 if TYPE_CHECKING:
     import httpx  # imported where used: ``xmlflow run`` loads this module, never httpx
 
 DEFAULT_URL = "http://127.0.0.1:5000"
+JOBS_PER_STREAM = 100  # /api/events takes the ids in its query: well within a request line
+RECONNECTS = 5  # tries in a row without a new event before following gives up
 
 
 class ApiError(XmlflowError):
@@ -70,6 +76,76 @@ class ApiClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"{_job_path(job_id)}/cancel").json()  # type: ignore[no-any-return]
 
+    def submit(
+        self, files: Sequence[Path], pipeline: str | None, options: dict[str, Any]
+    ) -> list[str]:
+        """Upload ``files`` as one upload (all become jobs, or none do); returns the job ids.
+
+        The files are streamed from disk as they are: the server decides what they hold.
+        """
+        data: dict[str, str] = {}
+        if pipeline is not None:
+            data["pipeline"] = pipeline
+        if options:
+            import orjson
+
+            data["options"] = orjson.dumps(options).decode()
+        with contextlib.ExitStack() as stack:
+            parts = [
+                ("file", (path.name, stack.enter_context(path.open("rb")), "application/xml"))
+                for path in files
+            ]
+            response = self.request("POST", "/api/jobs", files=parts, data=data, timeout=None)
+        return [job["id"] for job in response.json()["jobs"]]
+
+    def follow(self, job_ids: Sequence[str]) -> Iterator[Event]:
+        """Every event of these jobs, from their first, until each has ended.
+
+        One SSE stream per :data:`JOBS_PER_STREAM` jobs, read one after another (the
+        later ones replay what happened meanwhile). A dropped stream is resumed where it
+        was with ``Last-Event-ID``: nothing lost, nothing twice.
+        """
+        for start in range(0, len(job_ids), JOBS_PER_STREAM):
+            yield from self._follow_some(list(job_ids[start : start + JOBS_PER_STREAM]))
+
+    def _follow_some(self, job_ids: list[str]) -> Iterator[Event]:
+        import httpx
+
+        positions = [0] * len(job_ids)
+        ended: set[str] = set()
+        failures = 0
+        while len(ended) < len(job_ids):
+            headers = {"Accept": "text/event-stream"}
+            if any(positions):
+                headers["Last-Event-ID"] = ".".join(map(str, positions))
+            try:
+                with self.http.stream(
+                    "GET",
+                    "/api/events",
+                    params=[("job", job_id) for job_id in job_ids],
+                    headers=headers,
+                    timeout=httpx.Timeout(30, read=60),  # keepalives come every 15 s at most
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise ApiError(_error_message(response), status=response.status_code)
+                    for event_id, kind, data in _sse_frames(response.iter_lines()):
+                        failures = 0
+                        index = job_ids.index(data.pop("job"))
+                        positions[index] = int(event_id.split(".")[index])
+                        event = Event(job_ids[index], positions[index], EventType(kind), data)
+                        if event.type is EventType.END:
+                            ended.add(event.job_id)
+                        yield event
+                reason = "the server closed the stream before the jobs ended"
+            except httpx.TransportError as exc:
+                reason = str(exc) or type(exc).__name__
+            if len(ended) < len(job_ids):
+                failures += 1
+                if failures > RECONNECTS:
+                    raise ApiError(f"lost the stream from {self.url}: {reason}")
+                time.sleep(min(0.2 * 2**failures, 5))
+
     def download(self, job_id: str, out_dir: Path, *, as_zip: bool = False) -> list[Path]:
         """Save the job's outputs (or one zip of them) in ``out_dir``; returns the files."""
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +178,27 @@ class ApiClient:
             raise
         os.replace(tmp, target)
         return target
+
+
+def _sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, event, data) of each complete frame; comments (keepalives) and retries skipped."""
+    import orjson
+
+    event_id, kind, data = "", "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event_id, kind, orjson.loads("\n".join(data))
+            kind, data = "message", []
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "id":
+            event_id = value
+        elif name == "event":
+            kind = value
+        elif name == "data":
+            data.append(value)
 
 
 def _job_path(job_id: str) -> str:

@@ -1,8 +1,11 @@
-"""``xmlflow run`` (pipelines on local files, in-process) and ``xmlflow jobs`` (a server's jobs).
+"""``xmlflow run`` (pipelines on local files, in-process), ``xmlflow submit`` (files to a
+server, followed live) and ``xmlflow jobs`` (a server's jobs).
 
 Kept apart from ``cli.py``, which only registers them, so that the server commands
 and these client-side ones can change independently. Every option falls back to an
-environment variable, shown in ``--help``.
+environment variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same
+way (``progress.py``) and exit the same way: 0 when every job succeeded, 1 when one did
+not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -10,14 +13,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
 
 from .client import DEFAULT_URL, ApiClient, ApiError
 from .errors import Unprocessable, XmlflowError
+from .models import EventType
+from .units import format_duration, format_size, plural
+
+if TYPE_CHECKING:
+    from .progress import FileJob, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
@@ -30,6 +39,16 @@ _json_option = click.option(
     envvar="XMLFLOW_JSON",
     show_envvar=True,
     help="Print the server's JSON answer.",
+)
+
+
+_events_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="XMLFLOW_JSON",
+    show_envvar=True,
+    help="Print the events as JSON lines instead of the live display.",
 )
 
 
@@ -46,6 +65,17 @@ def _out_option(help: str) -> Callable[[F], F]:
         type=click.Path(file_okay=False, path_type=Path),
         help=help,
     )
+
+
+_save_option = click.option(
+    "--out",
+    "-o",
+    "out_dir",
+    envvar="XMLFLOW_OUT",
+    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to save the outputs of the jobs that succeed in (default: not saved).",
+)
 
 
 @click.command()
@@ -73,14 +103,7 @@ def _out_option(help: str) -> Callable[[F], F]:
     help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
     "them); VALUE is JSON when it parses as JSON.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="XMLFLOW_JSON",
-    show_envvar=True,
-    help="Print the events as JSON lines instead of the live display.",
-)
+@_events_option
 @click.option(
     "--config",
     "config_path",
@@ -110,19 +133,12 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
-    from rich.console import Console
-
-    from .localrun import LocalRun, collect_options
-    from .progress import JsonLinesReporter, RichReporter
+    from .localrun import LocalRun
     from .settings import load_settings
 
-    try:
-        options = collect_options(option_texts)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--option") from None
+    options = _options(option_texts)
     _quiet_logs()
-    stdout = sys.stdout
-    reporter = JsonLinesReporter(stdout) if as_json else RichReporter(Console(file=stdout))
+    reporter = _reporter(as_json)
     try:
         settings = load_settings(config_path=config_path, workers=workers)
         jobs = LocalRun(settings, pipeline, options, out_dir, reporter).run(files)
@@ -135,8 +151,27 @@ def run(
     sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
 
 
+def _options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from .localrun import collect_options
+
+    try:
+        return collect_options(texts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--option") from None
+
+
+def _reporter(as_json: bool) -> Reporter:
+    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown)."""
+    from rich.console import Console
+
+    from .progress import JsonLinesReporter, RichReporter
+
+    return JsonLinesReporter(sys.stdout) if as_json else RichReporter(Console(file=sys.stdout))
+
+
 def _quiet_logs() -> None:
-    """Steps' info logs would tear the live display; keep them unless --log-level was given."""
+    """Steps' and httpx's info logs would tear the live display and bury the answers;
+    they stay off unless --log-level was given."""
     import logging
 
     root = click.get_current_context().find_root()
@@ -154,6 +189,42 @@ class _ApiGroup(click.Group):
             raise click.ClickException(exc.message) from None
 
 
+@dataclass
+class _Server:
+    """The server ``jobs`` talks to, as given before the subcommand (or by env, default)."""
+
+    url: str
+    token: str | None
+
+
+_URL_HELP = "The server's address."
+_TOKEN_HELP = "The server's API token, if it has one."
+
+
+def _server_options(f: F) -> F:
+    """``--url`` and ``--token`` on a ``jobs`` subcommand too: ``jobs list --url …``.
+
+    Given after the subcommand they win over those before it, which fall back to
+    ``XMLFLOW_URL`` / ``XMLFLOW_API_TOKEN`` and the default; the command gets the client.
+    """
+
+    def with_client(
+        ctx: click.Context, /, *args: Any, sub_url: str | None, sub_token: str | None, **kwargs: Any
+    ) -> Any:
+        server = ctx.find_object(_Server) or _Server(DEFAULT_URL, None)
+        client = ApiClient(sub_url or server.url, sub_token or server.token)
+        return f(ctx.with_resource(client), *args, **kwargs)
+
+    with_client.__name__, with_client.__doc__ = f.__name__, f.__doc__
+    url = click.option(
+        "--url", "sub_url", metavar="URL", help=_URL_HELP + "  [env var: XMLFLOW_URL]"
+    )
+    token = click.option(
+        "--token", "sub_token", metavar="TOKEN", help=_TOKEN_HELP + "  [env var: XMLFLOW_API_TOKEN]"
+    )
+    return url(token(click.pass_context(with_client)))  # type: ignore[return-value]
+
+
 @click.group(cls=_ApiGroup)
 @click.option(
     "--url",
@@ -161,18 +232,17 @@ class _ApiGroup(click.Group):
     show_default=True,
     envvar="XMLFLOW_URL",
     show_envvar=True,
-    help="The server's address.",
+    help=_URL_HELP,
 )
-@click.option(
-    "--token",
-    envvar="XMLFLOW_API_TOKEN",
-    show_envvar=True,
-    help="The server's API token, if it has one.",
-)
+@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
 @click.pass_context
 def jobs(ctx: click.Context, url: str, token: str | None) -> None:
-    """List, inspect, cancel and download a server's jobs."""
-    ctx.obj = ctx.with_resource(ApiClient(url, token))
+    """List, inspect, follow, cancel and download a server's jobs.
+
+    --url and --token go before or after the subcommand.
+    """
+    _quiet_logs()
+    ctx.obj = _Server(url, token)
 
 
 @jobs.command("list")
@@ -206,25 +276,27 @@ def jobs(ctx: click.Context, url: str, token: str | None) -> None:
     show_envvar=True,
 )
 @_json_option
-@click.pass_obj
+@_server_options
 def list_jobs(client: ApiClient, /, as_json: bool, **filters: Any) -> None:
     """Jobs, newest first: id, status, pipeline, elapsed, file."""
     page = client.list_jobs(**filters)
     if as_json:
         click.echo(_json(page))
         return
+    row = "{:<32}  {:<11} {:<14} {:>9}  {}"
+    if page["jobs"]:
+        click.echo(row.format("JOB", "STATUS", "PIPELINE", "ELAPSED", "FILE"))
     for job in page["jobs"]:
-        elapsed = f"{job['elapsed']:.1f}s" if job["elapsed"] is not None else "-"
-        status, pipeline = job["status"], job["pipeline"]
-        click.echo(f"{job['id']}  {status:<11} {pipeline:<14} {elapsed:>8}  {job['filename']}")
+        elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
+        click.echo(row.format(job["id"], job["status"], job["pipeline"], elapsed, job["filename"]))
     shown = f"{page['offset'] + 1}-{page['offset'] + len(page['jobs'])}" if page["jobs"] else "0"
-    click.echo(f"{shown} of {page['total']} job(s)", err=True)
+    click.echo(f"{shown} of {plural(page['total'], 'job')}", err=True)
 
 
 @jobs.command()
 @click.argument("job_id")
 @_json_option
-@click.pass_obj
+@_server_options
 def show(client: ApiClient, job_id: str, as_json: bool) -> None:
     """One job: its status, each step, its outputs."""
     job = client.job(job_id)
@@ -233,28 +305,33 @@ def show(client: ApiClient, job_id: str, as_json: bool) -> None:
 
 
 def describe_job(job: dict[str, Any]) -> list[str]:
+    """``jobs show``: the job, a line per step (with its duration), its outputs."""
+    from .progress import located_error
+
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
+    elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
     lines = [
         f"job {job['id']}: {job['status']}",
-        f"  file: {job['filename']} ({job['size']} bytes), pipeline: {job['pipeline']}",
-        f"  created: {created}, elapsed: {job['elapsed'] if job['elapsed'] is not None else '-'}",
+        f"  file: {job['filename']} ({plural(job['size'], 'byte')}), pipeline: {job['pipeline']}",
+        f"  created: {created}, elapsed: {elapsed}",
     ]
     for i, step in enumerate(job["steps"], 1):
-        elapsed = f" {step['elapsed']:.2f}s" if step.get("elapsed") is not None else ""
-        error = f": {step['error']}" if step.get("error") else ""
+        took = f" {format_duration(step['elapsed'])}" if step.get("elapsed") is not None else ""
         icon = STEP_ICONS.get(step["status"], "?")
-        lines.append(
-            f"  {i}. {icon} {step['name']} ({step['id']}) {step['status']}{elapsed}{error}"
-        )
+        lines.append(f"  {i}. {icon} {step['name']} ({step['id']}) {step['status']}{took}")
+        if step.get("error"):
+            lines.append(f"     {located_error(job['filename'], step['error'])}")
     if job["error"]:
-        lines.append(f"  error: {job['error']}")
-    lines += [f"  output: {o['name']} ({o['size']} bytes) {o['url']}" for o in job["outputs"]]
+        lines.append(f"  {located_error(job['filename'], job['error'])}")
+    lines += [
+        f"  output: {o['name']} ({plural(o['size'], 'byte')}) {o['url']}" for o in job["outputs"]
+    ]
     return lines
 
 
 @jobs.command()
 @click.argument("job_id")
-@click.pass_obj
+@_server_options
 def cancel(client: ApiClient, job_id: str) -> None:
     """Cancel a queued job, or ask a running one to stop."""
     job = client.cancel(job_id)
@@ -273,11 +350,144 @@ def cancel(client: ApiClient, job_id: str) -> None:
     show_envvar=True,
     help="Save one zip of all outputs instead of each file.",
 )
-@click.pass_obj
+@_server_options
 def download(client: ApiClient, job_id: str, out_dir: Path, as_zip: bool) -> None:
     """Save a succeeded job's outputs; prints each file saved."""
     for path in client.download(job_id, out_dir, as_zip=as_zip):
         click.echo(str(path))
+
+
+@jobs.command()
+@click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
+@_save_option
+@_events_option
+@_server_options
+def follow(client: ApiClient, job_ids: Sequence[str], out_dir: Path | None, as_json: bool) -> None:
+    """Follow jobs live until they end, as `xmlflow submit` does (and exit as it does)."""
+    _watch(client, _server_jobs(client, job_ids), _reporter(as_json), out_dir)
+
+
+def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
+    from .progress import FileJob
+
+    jobs = [client.job(job_id) for job_id in job_ids]
+    return [
+        FileJob(Path(job["filename"]), job["size"], job["id"], steps=len(job["steps"]))
+        for job in jobs
+    ]
+
+
+@click.command()
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--pipeline",
+    "-p",
+    default=None,
+    envvar="XMLFLOW_PIPELINE",
+    show_envvar=True,
+    help="The pipeline to run (GET /api/pipelines lists them).  [default: the server's]",
+)
+@click.option(
+    "--option",
+    "-O",
+    "option_texts",
+    multiple=True,
+    metavar="STEP.KEY=VALUE",
+    envvar="XMLFLOW_OPTIONS",
+    show_envvar=True,
+    help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
+    "them); VALUE is JSON when it parses as JSON.",
+)
+@_save_option
+@_events_option
+@click.option(
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    envvar="XMLFLOW_URL",
+    show_envvar=True,
+    help=_URL_HELP,
+)
+@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
+def submit(
+    files: Sequence[Path],
+    pipeline: str | None,
+    option_texts: Sequence[str],
+    out_dir: Path | None,
+    as_json: bool,
+    url: str,
+    token: str | None,
+) -> None:
+    """Upload FILES to a server and follow their jobs live, as `xmlflow run` shows them.
+
+    The files are sent as they are, in one upload: all become jobs, or none do. Exits
+    0 only when every job succeeded; Ctrl-C stops following (the jobs go on).
+    """
+    from .progress import FileJob
+
+    options = _options(option_texts)
+    _quiet_logs()
+    with ApiClient(url, token) as client:
+        try:
+            job_ids = client.submit(files, pipeline, options)
+        except ApiError as exc:
+            if exc.status in (400, 422):  # the pipeline or an option: the caller's to fix
+                raise click.UsageError(exc.message) from None
+            raise click.ClickException(exc.message) from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+        if len(job_ids) == len(files):
+            jobs = [
+                FileJob(p, size=p.stat().st_size, job_id=i)
+                for p, i in zip(files, job_ids, strict=True)
+            ]
+        else:  # an archive became a job per member: named as the server names them
+            jobs = _server_jobs(client, job_ids)
+        try:
+            _watch(client, jobs, _reporter(as_json), out_dir)
+        except ApiError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+def _watch(
+    client: ApiClient, jobs: list[FileJob], reporter: Reporter, out_dir: Path | None
+) -> None:
+    """Show the jobs' events as they come, then exit as ``run`` does (0 only if all succeeded).
+
+    Outputs of succeeded jobs are downloaded to ``out_dir`` when one is given; otherwise
+    each is named with its size, and ``jobs download`` fetches them.
+    """
+    steps = len(client.job(jobs[0].job_id)["steps"])
+    by_id = {job.job_id: job for job in jobs}
+    reporter.start(jobs, steps)
+    try:
+        for event in client.follow(list(by_id)):
+            job = by_id[event.job_id]
+            job.last_event = event.id
+            if event.type is EventType.END:
+                _ended(client, job, event.data, out_dir)
+            reporter.event(job, event)
+    except KeyboardInterrupt:
+        reporter.finish(jobs)
+        left = " ".join(job.job_id for job in jobs if not job.done)
+        click.echo(f"stopped following; the jobs go on: xmlflow jobs follow {left}", err=True)
+        sys.exit(130)
+    except ApiError:
+        reporter.finish(jobs)
+        raise
+    reporter.finish(jobs)
+    sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
+
+
+def _ended(client: ApiClient, job: FileJob, data: dict[str, Any], out_dir: Path | None) -> None:
+    job.status, job.error = str(data["status"]), data.get("error")
+    outputs = data.get("outputs", [])
+    if out_dir is not None and job.status == "succeeded" and outputs:
+        job.outputs = [str(path) for path in client.download(job.job_id, out_dir)]
+    else:
+        job.outputs = [f"{o['name']} ({format_size(o['size'])})" for o in outputs]
 
 
 def _json(value: Any) -> str:

@@ -14,44 +14,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from .errors import Unprocessable, XmlflowError
 from .models import Event, EventType
+from .progress import FileJob, Reporter
 from .service import Service, check_job_options
 from .settings import Settings
 
 POLL_INTERVAL = 0.05  # seconds between looks at the event log while jobs run
-
-
-@dataclass
-class FileJob:
-    """One input file and what became of its job."""
-
-    source: Path
-    job_id: str = ""
-    last_event: int = 0
-    status: str | None = None
-    error: str | None = None
-    outputs: list[Path] = field(default_factory=list)
-
-    @property
-    def done(self) -> bool:
-        return self.status is not None
-
-
-class Reporter(Protocol):
-    """Shows the run: a live display for people, or JSON lines for programs."""
-
-    def start(self, jobs: Sequence[FileJob], steps: int) -> None: ...
-
-    def event(self, job: FileJob, event: Event) -> None: ...
-
-    def finish(self, jobs: Sequence[FileJob]) -> None: ...
 
 
 def parse_option(text: str) -> tuple[str, str, Any]:
@@ -106,7 +80,7 @@ class LocalRun:
 
     def run(self, files: Sequence[Path]) -> list[FileJob]:
         """Run every file to its end; Ctrl-C cancels the jobs still running, then re-raises."""
-        jobs = [FileJob(f) for f in files]
+        jobs = [FileJob(f, size=f.stat().st_size) for f in files]
         with tempfile.TemporaryDirectory(prefix="xmlflow-run-") as tmp:
             settings = self.settings.replace(
                 data_dir=Path(tmp), max_queued=len(files) + 1, redis_url=None
@@ -159,14 +133,14 @@ class LocalRun:
 
     def _copy_outputs(
         self, service: Service, job: FileJob, outputs: list[dict[str, Any]]
-    ) -> list[Path]:
+    ) -> list[str]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         copied = []
         for output in outputs:
             source = service.job_dir(job.job_id) / "out" / output["name"]
             target = self._target(output["name"], job)
             shutil.copyfile(source, target)
-            copied.append(target)
+            copied.append(str(target))
         return copied
 
     def _target(self, name: str, job: FileJob) -> Path:

@@ -1,24 +1,76 @@
-"""How ``xmlflow run`` shows its jobs: a live rich display, or the events as JSON lines.
+"""How ``xmlflow run`` and ``xmlflow submit`` show jobs: a live rich display, or JSON lines.
 
-Both read the same events the stream sends (see ARCHITECTURE.md, "Events"); the JSON
-lines are those events with the job and file they belong to, one object a line:
-``{"job": id, "file": name, "id": n, "event": type, "data": {...}}``.
+Both read the same events the stream sends (see ARCHITECTURE.md, "Events"), whether
+from the local event log (``run``) or a server's SSE stream (``submit``, ``jobs
+follow``); the JSON lines are those events with the job and file they belong to, one
+object a line: ``{"job": id, "file": name, "id": n, "event": type, "data": {...}}``.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Sequence
-from typing import IO, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 import orjson
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Column
 
-from .localrun import FileJob
 from .models import Event, EventType
+from .units import format_duration, format_rate, format_size, plural
 
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
+NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's
+_POSITION = re.compile(r"^line (\d+), column (\d+): (.*)$", re.DOTALL)
+
+
+@dataclass
+class FileJob:
+    """One input file and what became of its job."""
+
+    source: Path
+    size: int = 0
+    job_id: str = ""
+    steps: int = 0  # its pipeline's steps, when the jobs shown may have different ones
+    last_event: int = 0
+    status: str | None = None
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)  # where each output is, as shown
+
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+
+class Reporter(Protocol):
+    """Shows the jobs: a live display for people, or JSON lines for programs."""
+
+    def start(self, jobs: Sequence[FileJob], steps: int) -> None: ...
+
+    def event(self, job: FileJob, event: Event) -> None: ...
+
+    def finish(self, jobs: Sequence[FileJob]) -> None: ...
+
+
+def located_error(source: Path | str, error: str) -> str:
+    """A parser's ``line L, column C: what`` as compilers say it: ``file:L:C: error: what``.
+
+    Editors and terminals turn ``file:line:col`` into a link to the place.
+
+    >>> located_error("bad.xml", "line 3, column 7: mismatched tag")
+    'bad.xml:3:7: error: mismatched tag'
+    >>> located_error("a.xml", "step timed out")
+    'a.xml: error: step timed out'
+    """
+    match = _POSITION.match(error)
+    if match:
+        return f"{source}:{match[1]}:{match[2]}: error: {match[3]}"
+    return f"{source}: error: {error}"
 
 
 class JsonLinesReporter:
@@ -45,27 +97,67 @@ class JsonLinesReporter:
         pass
 
 
+BURST = 0.05  # seconds: events closer than this were replayed (live ones are >= 0.1 s apart)
+
+
+@dataclass
+class _Running:
+    """The step a file is in: its label, and the point its rate is measured from.
+
+    The rate is measured from when this display saw the step at a fraction, not from
+    the step's start: a followed job replays its past events in one burst, so within a
+    burst the point moves to the latest event, and the rate is what was seen live.
+    """
+
+    label: str
+    since: float = field(default_factory=time.monotonic)
+    since_fraction: float = 0.0
+    last: float = field(default_factory=time.monotonic)
+
+    def seen(self, fraction: float) -> tuple[float, float]:
+        """(fraction moved, seconds) since the point, this event included."""
+        now = time.monotonic()
+        if now - self.last < BURST:
+            self.since, self.since_fraction = now, fraction
+        self.last = now
+        return fraction - self.since_fraction, now - self.since
+
+
 class RichReporter:
-    """A bar per file that follows its current step; a line per finished step; a summary."""
+    """A bar per file that follows its current step; a line per finished step; a summary.
+
+    Inside a running step the bar's text says how far it is in bytes of the input
+    (the bytes the step says it read, else its fraction of the file's size), the rate
+    so far and an ETA, so a long conversion can be planned around. Every line fits the
+    console's width (80 columns in a terminal of 80): long names and messages are cut
+    with an ellipsis.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
-            TextColumn("{task.fields[file]}", markup=False),
-            BarColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
+            TextColumn(
+                "{task.fields[file]}",
+                markup=False,
+                table_column=Column(no_wrap=True, overflow="ellipsis", max_width=NAME_WIDTH),
+            ),
+            BarColumn(bar_width=12),
+            TextColumn(
+                "{task.description}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+            ),
             console=console,
+            expand=True,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.labels: dict[TaskID, str] = {}  # the running step's label, kept under messages
+        self.running: dict[TaskID, _Running] = {}
         self.steps = 0
 
     def start(self, jobs: Sequence[FileJob], steps: int) -> None:
         self.steps = steps
         for job in jobs:
             self.tasks[job.job_id] = self.progress.add_task(
-                "[dim]queued[/]", total=steps, file=job.source.name
+                "[dim]queued[/]", total=job.steps or steps, file=job.source.name
             )
         self.progress.start()
 
@@ -74,39 +166,89 @@ class RichReporter:
         if event.type is EventType.STEP:
             self._step(job, task, data)
         elif event.type is EventType.PROGRESS:
-            message = f" [dim]{escape(data['message'])}[/]" if data.get("message") else ""
-            self.progress.update(
-                task,
-                completed=data["index"] + data["fraction"],
-                description=self.labels.get(task, "") + message,
-            )
+            self._progress(job, task, data)
         elif event.type is EventType.END:
+            self.running.pop(task, None)
             status = str(data["status"])
             self.progress.update(task, description=status)
             if status == "succeeded":
-                self.progress.update(task, completed=self.steps)
+                self.progress.update(task, completed=job.steps or self.steps)
+
+    def _progress(self, job: FileJob, task: TaskID, data: dict[str, Any]) -> None:
+        running = self.running.get(task)
+        label = running.label if running else ""
+        where = ""
+        fraction = float(data.get("fraction") or 0)
+        size = int(data.get("total") or job.size)  # a streaming step says its bytes itself
+        if data.get("done") is not None and size:
+            fraction = min(int(data["done"]) / size, 1.0)
+        if running and size and fraction > 0:
+            where = " " + reading_rate(size, fraction, *running.seen(fraction))
+        message = f" [dim]{escape(data['message'])}[/]" if data.get("message") else ""
+        self.progress.update(
+            task, completed=data["index"] + fraction, description=label + where + message
+        )
 
     def _step(self, job: FileJob, task: TaskID, data: dict[str, Any]) -> None:
         label = f"{data['index'] + 1}/{data['total']} {escape(data['name'])}"
         if data["status"] == "running":
-            self.labels[task] = label
+            self.running[task] = _Running(label)
             self.progress.update(task, description=label, completed=data["index"])
             return
+        self.running.pop(task, None)
         self.progress.update(task, completed=data["index"] + 1)
-        elapsed = f" {data['elapsed']:.2f}s" if data.get("elapsed") is not None else ""
-        error = f" [red]{escape(data['error'])}[/]" if data.get("error") else ""
+        elapsed = f" {format_duration(data['elapsed'])}" if data.get("elapsed") is not None else ""
         icon = ICONS.get(data["status"], "?")
         self.progress.console.print(
-            f"{icon} {escape(job.source.name)}: {label} {data['status']}{elapsed}{error}"
+            f"{icon} {escape(job.source.name)}: {label} {data['status']}{elapsed}",
+            overflow="ellipsis",
+            no_wrap=True,
         )
+        if data.get("error"):
+            self.progress.console.print(
+                f"  [red]{escape(located_error(job.source, data['error']))}[/]"
+            )
 
     def finish(self, jobs: Sequence[FileJob]) -> None:
         self.progress.stop()
         for job in jobs:
             icon = ICONS.get(job.status or "", "[yellow]■[/]")
-            line = f"{icon} {escape(str(job.source))}: {job.status}"
+            outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
+            status = job.status or "not ended"
+            self.console.print(f"{icon} {escape(str(job.source))}: {status}{outputs}")
             if job.error:
-                line += f" [red]{escape(job.error)}[/]"
-            self.console.print(line)
+                self.console.print(f"  [red]{escape(located_error(job.source, job.error))}[/]")
             for path in job.outputs:
-                self.console.print(f"    → {escape(str(path))}")
+                self.console.print(f"    → {escape(path)}")
+        if len(jobs) > 1:
+            self.console.print(summary(jobs))
+
+
+def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> str:
+    """``12.0 MB/40.0 MB 4.1 MB/s ETA 7.0 s``: where a step is in its input.
+
+    The bytes are ``fraction`` of ``size``; the rate is ``moved`` (a fraction) over
+    ``seconds``, and the ETA assumes it holds.
+
+    >>> reading_rate(40_000_000, 0.25, 0.2, 2.0)
+    '10.0 MB/40.0 MB 4.0 MB/s ETA 7.50 s'
+    """
+    done = size * min(fraction, 1.0)
+    text = f"{format_size(done)}/{format_size(size)}"
+    if seconds > 0.2 and moved > 0:
+        rate = size * moved / seconds
+        text += f" {format_rate(rate)}"
+        if fraction < 1:
+            text += f" ETA {format_duration(size * (1 - fraction) / rate)}"
+    return text
+
+
+def summary(jobs: Sequence[FileJob]) -> str:
+    """``3 files: 2 succeeded, 1 failed; 4 outputs``."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        status = job.status or "not ended"
+        counts[status] = counts.get(status, 0) + 1
+    states = ", ".join(f"{n} {status}" for status, n in counts.items())
+    outputs = plural(sum(len(job.outputs) for job in jobs), "output")
+    return f"{plural(len(jobs), 'file')}: {states}; {outputs}"

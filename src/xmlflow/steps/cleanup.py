@@ -8,9 +8,10 @@ step is reached.
 from __future__ import annotations
 
 from ..step import StepContext
+from ..units import plural
 
 
 def run_cleanup_step(ctx: StepContext) -> None:
     outputs = sorted(p.name for p in ctx.output_dir.iterdir() if not p.name.startswith("."))
-    ctx.progress(1.0, f"{len(outputs)} output(s) ready")
+    ctx.progress(1.0, f"{plural(len(outputs), 'output')} ready")
     ctx.log.info("job %s finished its pipeline; outputs: %s", ctx.job_id, ", ".join(outputs))

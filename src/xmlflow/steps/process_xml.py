@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, cast
 
 from xmlflow.errors import JobCancelled
 from xmlflow.step import StepContext, UploadOption
+from xmlflow.units import plural
 from xmlflow.xml import ConvertOptions
 from xmlflow.xml.native import convert_file, native_module
 
@@ -111,7 +112,7 @@ def run_xml_processing_step(ctx: StepContext) -> None:
 def progress_message(consumed: int, size: int, records: int) -> str:
     """Bytes read always (a one-record document moves too), records once there are some."""
     read = f"{_size(consumed)} of {_size(size)} read"
-    return f"{read}, {records} records" if records else read
+    return f"{read}, {plural(records, 'record')}" if records else read
 
 
 def _size(n: int) -> str:

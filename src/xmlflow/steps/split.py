@@ -14,6 +14,7 @@ from lxml import etree
 
 from xmlflow.errors import ConfigError, JobCancelled, StepFailed
 from xmlflow.step import StepContext, UploadOption
+from xmlflow.units import plural
 from xmlflow.xml.options import split_path
 from xmlflow.xml.records import iter_records
 from xmlflow.xml.zipstream import ZipWriter
@@ -53,7 +54,7 @@ def run_split_step(ctx: StepContext) -> None:
     def on_chunk(consumed: int) -> None:
         if ctx.cancelled:
             raise JobCancelled("cancelled")
-        ctx.progress(consumed / size, f"{count} records")
+        ctx.progress(consumed / size, plural(count, "record"))
 
     with ctx.open_output(f"{ctx.stem}.zip", "wb") as out:
         archive = ZipWriter(cast(BinaryIO, out))

@@ -21,6 +21,7 @@ from lxml import etree
 from xmlflow.errors import ConfigError, JobCancelled, StepFailed
 from xmlflow.step import StepContext, UploadOption
 from xmlflow.steps.split import record_path_option
+from xmlflow.units import plural
 from xmlflow.xml.records import iter_records
 
 __all__ = ["run_xpath_filter_step"]
@@ -72,7 +73,7 @@ def run_xpath_filter_step(ctx: StepContext) -> None:
     def on_chunk(consumed: int) -> None:
         if ctx.cancelled:
             raise JobCancelled("cancelled")
-        ctx.progress(consumed / size, f"{kept} of {seen} records kept")
+        ctx.progress(consumed / size, f"{kept} of {plural(seen, 'record')} kept")
 
     name = str(ctx.options.get("output") or f"{ctx.stem}.filtered.xml")
     with ctx.open_output(name, "wb") as out, etree.xmlfile(out, encoding="utf-8") as xf:

@@ -1,0 +1,270 @@
+"""``xmlflow submit`` and ``xmlflow jobs follow`` against a real server (``xmlflow serve``).
+
+Through click's runner for most, and as real processes where the terminal matters
+(80 columns, what reaches stderr). Results are checked by their downloaded content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from xmlflow.cli import main
+
+from .conftest import TEST_STEPS, Server, write_config
+
+CONFIG = """
+    SHOUT = {"id": "shout", "name": "Shout", "module": "run_shout", "options": {"suffix": "!"}}
+    CONVERT = {"id": "process_xml", "name": "Convert", "module": "run_xml_processing_step"}
+    PIPELINES = {
+        "default": [SHOUT],
+        "convert": [CONVERT],
+        "raising": [{"id": "explode", "name": "Explode", "module": "run_explode"}],
+        "slow": [dict(SHOUT, delay=1)],
+    }
+"""
+TOKEN = "submit-cli-token"
+BAD_XML = b"<a>\n  <b>\n    <c></b>\n</a>\n"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("cli-submit")
+    config = write_config(root / "conf", CONFIG, TEST_STEPS)
+    env = {"XMLFLOW_API_TOKEN": TOKEN, "XMLFLOW_WORKERS": "4"}
+    server = Server(config=config, data_dir=root / "data", env=env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Two inputs, named relative to the current folder as people type them."""
+    monkeypatch.chdir(tmp_path)
+    made = []
+    for name, body in [("one.xml", b"<one>1</one>"), ("two.xml", b"<two>2</two>")]:
+        Path(name).write_bytes(body)
+        made.append(Path(name))
+    return made
+
+
+def cli(*args: str | Path, env: dict[str, str] | None = None) -> click.testing.Result:
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def server_args(srv: Server) -> list[str]:
+    return ["--url", srv.url, "--token", TOKEN]
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``xmlflow`` as a real process, in an 80-column terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "xmlflow", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_submit_follows_each_job_and_saves_the_outputs(
+    srv: Server, files: list[Path], tmp_path: Path
+) -> None:
+    out = Path("out")
+    result = cli("submit", *files, "-O", "shout.suffix=?", "--out", out, *server_args(srv))
+    assert result.exit_code == 0, result.output
+    assert (out / "one.upper.txt").read_text() == "<ONE>1</ONE>?"
+    assert (out / "two.upper.txt").read_text() == "<TWO>2</TWO>?"
+    assert "one.xml: succeeded, 1 output" in result.output
+    assert "2 files: 2 succeeded; 2 outputs" in result.output
+    assert re.search(r"1/1 Shout succeeded \d+(\.\d+)? m?s", result.output)
+
+
+def test_submit_exits_1_when_a_job_fails_and_says_why(srv: Server, files: list[Path]) -> None:
+    result = cli("submit", files[0], "--pipeline", "raising", *server_args(srv))
+    assert result.exit_code == 1
+    assert "one.xml: failed" in result.output and "the disk of records is on fire" in result.output
+
+
+def test_submit_bad_pipeline_or_option_exits_2_before_any_job(
+    srv: Server, files: list[Path]
+) -> None:
+    before = httpx.get(f"{srv.url}/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+    for args, named in [
+        (["--pipeline", "nope"], "unknown pipeline 'nope'"),
+        (["-O", "shout.loud=1"], "'loud'"),
+        (["-O", "not-an-option"], "step.key=value"),
+    ]:
+        result = cli("submit", files[0], *args, *server_args(srv))
+        assert result.exit_code == 2, result.output
+        assert named in result.output
+    after = httpx.get(f"{srv.url}/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert after.json()["total"] == before.json()["total"]
+
+
+def test_a_malformed_file_is_named_file_line_col_within_80_columns(
+    srv: Server, tmp_path: Path
+) -> None:
+    (tmp_path / "bad.xml").write_bytes(BAD_XML)
+    long_name = "a-very-long-file-name-that-goes-on-and-on-" * 2 + ".xml"
+    (tmp_path / long_name).write_bytes(b"<ok>fine</ok>")
+    args = ("submit", "bad.xml", long_name, "--pipeline", "convert", *server_args(srv))
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^  bad\.xml:3:\d+: error: mismatched tag$", proc.stdout, re.M), proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80, proc.stdout
+    assert "HTTP Request" not in proc.stderr  # httpx's INFO lines stay off by default
+
+
+def test_run_names_a_malformed_file_the_same_way(tmp_path: Path) -> None:
+    (tmp_path / "bad.xml").write_bytes(BAD_XML)
+    proc = run_cli("run", "bad.xml", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert re.search(r"^  bad\.xml:3:\d+: error: mismatched tag$", proc.stdout, re.M), proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
+def test_url_and_token_go_after_the_subcommand_and_list_has_a_header(
+    srv: Server, files: list[Path]
+) -> None:
+    assert cli("submit", files[0], *server_args(srv)).exit_code == 0
+    listed = cli("jobs", "list", "--url", srv.url, "--token", TOKEN)
+    assert listed.exit_code == 0, listed.output
+    header, first = listed.stdout.splitlines()[:2]
+    assert header.split() == ["JOB", "STATUS", "PIPELINE", "ELAPSED", "FILE"]
+    assert re.search(r"succeeded\s+default\s+\d+(\.\d+)? m?s\s+one\.xml$", first), first
+    # before the subcommand, and from the environment, as before
+    env = {"XMLFLOW_API_TOKEN": TOKEN}
+    assert cli("jobs", "--url", srv.url, "list", env=env).exit_code == 0
+    refused = cli("jobs", "list", "--url", srv.url, "--token", "wrong")
+    assert refused.exit_code == 1 and "401" in refused.output
+
+
+def test_jobs_follow_shows_a_job_to_its_end(srv: Server, tmp_path: Path) -> None:
+    ok = upload(srv, "followed.xml", b"<f/>", pipeline="slow")
+    failed = upload(srv, "broken.xml", b"<b/>", pipeline="raising")
+    result = cli("jobs", "follow", ok, "--out", tmp_path / "got", *server_args(srv))
+    assert result.exit_code == 0, result.output
+    assert "followed.xml: succeeded, 1 output" in result.output
+    assert (tmp_path / "got" / "followed.upper.txt").read_text() == "<F/>!"
+    result = cli("jobs", "follow", ok, failed, *server_args(srv))
+    assert result.exit_code == 1
+    assert "1 succeeded, 1 failed" in result.output
+
+
+def test_unknown_or_misspelled_options_exit_2_in_one_line() -> None:
+    for args, said in [
+        (["jobs", "lst"], "Did you mean 'list'?"),
+        (["submit", "--pipline", "x", "f.xml"], "No such option '--pipline'"),
+        (["sbmit"], "Did you mean 'submit'?"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2
+        assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert said in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_dropped_stream_resumes_with_last_event_id(srv: Server, files: list[Path]) -> None:
+    """A proxy cuts the first event stream after its first step event: nothing lost or twice."""
+    proxy = CuttingProxy(srv.port)
+    try:
+        result = cli(
+            "submit", files[0], "-p", "slow", "--json", "--url", proxy.url, "--token", TOKEN
+        )
+    finally:
+        proxy.close()
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "succeeded"
+    streams = [r for r in proxy.requests if r.startswith(b"GET /api/events")]
+    assert len(streams) >= 2 and b"last-event-id:" in streams[1].lower()
+
+
+def upload(srv: Server, name: str, body: bytes, pipeline: str) -> str:
+    response = httpx.post(
+        f"{srv.url}/api/jobs",
+        files={"file": (name, body)},
+        data={"pipeline": pipeline},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["jobs"][0]["id"])
+
+
+class CuttingProxy:
+    """A TCP proxy to the server that drops the first event stream once a step event passed."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self.cut = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        streaming = threading.Event()  # this connection carries the stream to cut
+        threading.Thread(
+            target=self._requests, args=(client, upstream, streaming), daemon=True
+        ).start()
+        try:
+            while chunk := upstream.recv(65536):
+                client.sendall(chunk)
+                if streaming.is_set() and b"event: step" in chunk:
+                    break
+        except OSError:
+            pass
+        _close(client, upstream)
+
+    def _requests(
+        self, client: socket.socket, upstream: socket.socket, streaming: threading.Event
+    ) -> None:
+        try:
+            while chunk := client.recv(65536):
+                if chunk[:1].isupper():  # a request's first line (the requests here have no body)
+                    with self.lock:
+                        self.requests.append(chunk)
+                        if chunk.startswith(b"GET /api/events") and not self.cut:
+                            self.cut = True
+                            streaming.set()
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+        _close(client, upstream)
+
+
+def _close(*socks: socket.socket) -> None:
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()

@@ -1,0 +1,149 @@
+"""What people see from ``xmlflow run`` and ``xmlflow serve``: progress they can plan with,
+words in the singular when there is one, durations with units, a taken port explained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from xmlflow.cli import main
+
+from .conftest import REPO, write_config
+
+CRAWL = """
+    import time
+
+    def run_crawl(ctx):
+        for i in range(1, 6):
+            time.sleep(0.25)
+            if ctx.filename == "told.xml":  # a streaming step says its bytes itself
+                ctx.progress(i / 6, done=i * 1_000_000, total=6_000_000)
+            else:
+                ctx.progress(i / 6)
+        with ctx.open_output(ctx.stem + ".txt", "w") as out:
+            out.write("crawled")
+"""
+CONFIG = """
+    PIPELINES = {"default": [{"id": "crawl", "name": "Crawl", "module": "run_crawl"}]}
+"""
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def xmlflow(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xmlflow", *args],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "80", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_shows_bytes_rate_and_eta_inside_a_step_within_80_columns(tmp_path: Path) -> None:
+    write_config(tmp_path, CONFIG, {"crawl": CRAWL})
+    (tmp_path / "big.xml").write_bytes(b"<r>" + b"x" * 3_000_000 + b"</r>")
+    (tmp_path / "told.xml").write_bytes(b"<r/>")
+    (tmp_path / "small.xml").write_bytes(b"<r/>")
+    # a terminal that refreshes the live display, as people have it
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    files = ["big.xml", "told.xml", "small.xml"]
+    proc = xmlflow("run", *files, "--workers", "3", "-o", "out", cwd=tmp_path, env=terminal)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    screen = ANSI.sub("", proc.stdout)
+    rate = r" \d+(\.\d+)? [kM]B/s ETA \d+(\.\d+)? m?s"
+    assert re.search(r"\d\.\d MB/3\.0 MB" + rate, screen), screen  # fraction of the size
+    assert re.search(r"\d\.\d MB/6\.0 MB" + rate, screen), screen  # the bytes the step said
+    lines = re.split(r"[\r\n]", screen)
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    assert re.search(r"1/1 Crawl succeeded 1\.\d\d s", screen)
+    assert "big.xml: succeeded, 1 output\n" in screen
+    assert "3 files: 3 succeeded; 3 outputs" in screen
+
+
+def test_counts_are_worded_in_the_singular_for_one(tmp_path: Path) -> None:
+    (tmp_path / "one.xml").write_bytes(b"<r><a>1</a></r>")
+    proc = xmlflow("run", "one.xml", "--json", "-o", "out", cwd=tmp_path)  # built-in pipeline
+    assert proc.returncode == 0, proc.stderr
+    messages = [
+        event["data"]["message"]
+        for event in map(json.loads, proc.stdout.splitlines())
+        if event["event"] == "progress"
+    ]
+    assert messages[-2:] == ["15 B of 15 B read, 1 record", "1 output ready"], messages
+
+
+def test_serve_help_lists_the_environment_variables() -> None:
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0
+    for name in ["XMLFLOW_PORT", "XMLFLOW_HOST", "XMLFLOW_DATA_DIR", "XMLFLOW_REDIS_URL"]:
+        assert name in result.output, name
+
+
+def test_a_taken_port_says_how_to_choose_another(tmp_path: Path) -> None:
+    """``make run`` is ``python app.py``: a taken port fails at once, saying what to do."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "XMLFLOW_PORT": str(port), "XMLFLOW_DATA_DIR": str(tmp_path / "d")}
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "app.py")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 1
+    assert f"port {port} on 127.0.0.1 is taken" in proc.stderr
+    assert f"XMLFLOW_PORT={port + 1} make run" in proc.stderr
+    assert not (tmp_path / "d").exists()  # nothing created on the way out
+
+
+def test_quick_start_keeps_two_commands_and_names_the_port_variable() -> None:
+    readme = (REPO / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    block = quick.split("```bash", 1)[1].split("```", 1)[0]
+    assert [line.split()[:2] for line in block.strip().splitlines()] == [
+        ["make", "run"],
+        ["make", "test"],
+    ]
+    assert "XMLFLOW_PORT=" in quick
+
+
+def test_no_subcommand_shows_the_help_not_an_error() -> None:
+    for args in ([], ["jobs"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2
+        assert "Commands:" in result.output and "error:" not in result.output
+
+
+def test_the_wording_helpers_do_what_their_examples_say() -> None:
+    import doctest
+
+    import xmlflow.progress
+    import xmlflow.units
+
+    for module in (xmlflow.units, xmlflow.progress):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_submit_and_follow_list_their_environment_variables() -> None:
+    for args, names in [
+        (["submit", "--help"], ["XMLFLOW_URL", "XMLFLOW_API_TOKEN", "XMLFLOW_PIPELINE"]),
+        (["jobs", "follow", "--help"], ["XMLFLOW_URL", "XMLFLOW_OUT", "XMLFLOW_JSON"]),
+    ]:
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0
+        assert all(name in result.output for name in names), result.output
