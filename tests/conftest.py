@@ -128,8 +128,17 @@ class Server:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting, so several processes can shut down side by side."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+
+    def wait_stopped(self) -> None:
+        """Wait for the exit :meth:`terminate` asked for; SIGKILL after 10 s."""
+        if self.proc and self.proc.returncode is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
