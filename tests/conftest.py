@@ -1,21 +1,20 @@
 """Fixtures shared by the whole suite: the corpus, a real server on a free port, SSE.
 
-The suite runs in parallel processes (``make test`` runs ``pytest -n 2 --dist loadgroup``,
-pytest-xdist). What a test must respect so it can share the machine with the others:
+What a test must respect so the suite can run in parallel processes (pytest-xdist was
+evaluated and is not adopted yet: its ``--dist loadgroup``, which would keep the tests
+below apart, silently stops grouping on pytest 9.2, pytest-dev/pytest-xdist#1386):
 
-- Ports: take them from :func:`free_port`, never a fixed one. A test that must own a
-  fixed port (``app.py``'s default 5000, the attack listeners) is marked
-  ``@pytest.mark.xdist_group(HOST_WIDE)``: every test of that group runs in one process,
-  one after the other, as in a serial run.
-- Files: only under ``tmp_path``/``tmp_path_factory`` (per process). A test that plants
-  or reads a fixed path outside them (the ``/tmp`` canaries) belongs to ``HOST_WIDE``;
-  using the ``canaries`` or ``listeners`` fixture puts a test there by itself.
-- Servers, Redis, Chromium: each process starts its own (session- and module-scoped
-  fixtures are per process); a Redis is started per module on a free port, never 6379.
-- Collection: every process collects the suite itself and must find the same test ids,
-  so parameters are built without randomness or clocks (``gzip.compress(..., mtime=0)``).
-- Time: no assertion on wall time tighter than what two busy processes allow; wait on
-  a condition (a status, an event, a file) instead of sleeping a guessed duration.
+- Ports: take them from :func:`free_port`, never a fixed one. Two tests own fixed ports
+  today (``app.py``'s default 5000 in ``test_entrypoints``, the attack listeners of
+  ``test_xml_corpus``) and two plant ``/tmp`` canaries (``test_xml_corpus``,
+  ``robustness/test_corpus_http``): they must not run beside each other.
+- Files: only under ``tmp_path``/``tmp_path_factory``, never a fixed path.
+- Servers, Redis, Chromium: started by the test's own fixtures; Redis on a free port,
+  never 6379.
+- Collection: parameters are built without randomness or clocks
+  (``gzip.compress(..., mtime=0)``), so every process finds the same test ids.
+- Time: wait on a condition (a status, an event, a file) rather than sleep a guess;
+  close idle keep-alive clients before stopping a gunicorn server (it waits for them).
 """
 
 from __future__ import annotations
@@ -38,21 +37,6 @@ from httpx_sse import connect_sse
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
-
-
-HOST_WIDE = "host-wide"
-"""The xdist group of tests that hold something of the whole host: a fixed port, a fixed path."""
-HOST_WIDE_FIXTURES = frozenset({"canaries", "listeners"})
-"""Fixtures that plant ``/tmp`` files or hold fixed ports: their users join :data:`HOST_WIDE`."""
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every test that uses a host-wide fixture in the one :data:`HOST_WIDE` process."""
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        if HOST_WIDE_FIXTURES.intersection(names) and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(HOST_WIDE))
 
 
 @pytest.fixture(scope="session")

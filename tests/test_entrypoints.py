@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import HOST_WIDE, REPO, free_port, write_config
+from .conftest import REPO, free_port, write_config
 
 
 def port_is_free(port: int) -> bool:
@@ -24,7 +24,6 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-@pytest.mark.xdist_group(HOST_WIDE)  # port 5000, which the attack listeners also watch
 @pytest.mark.parametrize("default_port", [True, False], ids=["port-5000", "XMLFLOW_PORT"])
 def test_python_app_py_serves_the_seed_pipeline(tmp_path: Path, default_port: bool) -> None:
     if default_port and not port_is_free(5000):
