@@ -1,4 +1,21 @@
-"""Fixtures shared by the whole suite: the corpus, a real server on a free port, SSE."""
+"""Fixtures shared by the whole suite: the corpus, a real server on a free port, SSE.
+
+What a test must respect so the suite can run in parallel processes (pytest-xdist was
+evaluated and is not adopted yet: its ``--dist loadgroup``, which would keep the tests
+below apart, silently stops grouping on pytest 9.2, pytest-dev/pytest-xdist#1386):
+
+- Ports: take them from :func:`free_port`, never a fixed one. Two tests own fixed ports
+  today (``app.py``'s default 5000 in ``test_entrypoints``, the attack listeners of
+  ``test_xml_corpus``) and two plant ``/tmp`` canaries (``test_xml_corpus``,
+  ``robustness/test_corpus_http``): they must not run beside each other.
+- Files: only under ``tmp_path``/``tmp_path_factory``, never a fixed path.
+- Servers, Redis, Chromium: started by the test's own fixtures; Redis on a free port,
+  never 6379.
+- Collection: parameters are built without randomness or clocks
+  (``gzip.compress(..., mtime=0)``), so every process finds the same test ids.
+- Time: wait on a condition (a status, an event, a file) rather than sleep a guess;
+  close idle keep-alive clients before stopping a gunicorn server (it waits for them).
+"""
 
 from __future__ import annotations
 
@@ -95,8 +112,17 @@ class Server:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting, so several processes can shut down side by side."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
+
+    def wait_stopped(self) -> None:
+        """Wait for the exit :meth:`terminate` asked for; SIGKILL after 10 s."""
+        if self.proc and self.proc.returncode is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

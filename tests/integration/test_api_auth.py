@@ -119,13 +119,17 @@ def test_a_cookie_stops_working_when_the_token_changes(tmp_path: Path) -> None:
     with httpx.Client(base_url=srv.url) as browser:
         browser.post("/signin", data={"token": "first"})
         assert browser.get("/api/jobs").status_code == 200
-        srv.stop()
-        srv.env["XMLFLOW_API_TOKEN"] = "second"
-        srv.start()
-        try:
+        cookies = httpx.Cookies(browser.cookies)
+    # The browser's idle keep-alive connection is closed first: gunicorn would wait for
+    # it (up to its keep-alive, ~5-9 s) before stopping. The cookies are what carries over.
+    srv.stop()
+    srv.env["XMLFLOW_API_TOKEN"] = "second"
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url, cookies=cookies) as browser:
             assert browser.get("/api/jobs").status_code == 401
-        finally:
-            srv.stop()
+    finally:
+        srv.stop()
 
 
 def test_without_a_token_everything_is_open_and_signin_goes_home(tmp_path: Path) -> None:

@@ -162,8 +162,16 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+    def terminate(self) -> None:
+        """SIGTERM the worker's group without waiting (see :meth:`Cluster.stop`)."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def wait_stopped(self) -> None:
+        if self.proc and self.proc.returncode is None:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -210,10 +218,16 @@ class Cluster:
         return w
 
     def stop(self) -> None:
+        """Every process is asked to stop first, then waited for: their shutdowns overlap
+        (one after the other, each worker's and web process's took seconds)."""
         for w in self.workers:
-            w.stop()
+            w.terminate()
         for s in self.webs:
-            s.stop()
+            s.terminate()
+        for w in self.workers:
+            w.wait_stopped()
+        for s in self.webs:
+            s.wait_stopped()
 
 
 @pytest.fixture
