@@ -31,13 +31,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from .models import Event, Job
 from .settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,10 @@ class Outcome:
 def http_client(timeout: float) -> httpx.Client:
     """The sender's client, made once (a TLS context costs milliseconds to build): connect
     and read timeouts, no redirect followed, a new connection per try (none kept alive
-    to go stale between job ends)."""
+    to go stale between job ends). httpx is imported here, not with the module: every
+    ``Service`` imports this one, ``xmlflow run``'s too, which sends no webhook."""
+    import httpx
+
     return httpx.Client(
         timeout=httpx.Timeout(timeout, connect=timeout),
         follow_redirects=False,
@@ -159,6 +164,8 @@ def post(client: httpx.Client, url: str, secret: str, delivery: Delivery) -> Out
         "X-Xmlflow-Attempt": str(delivery.attempts),
         "X-Xmlflow-Signature": signature(secret, int(time.time()), delivery.body),
     }
+    import httpx
+
     read_timeout = client.timeout.read or 10.0
     try:
         with client.stream("POST", url, content=delivery.body, headers=headers) as response:

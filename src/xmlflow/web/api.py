@@ -102,14 +102,15 @@ UPLOAD_FIELDS = {"file": "a file part", "pipeline": "a form field", "options": "
 def _refuse_unknown_fields() -> None:
     """Only ``file`` parts and the ``pipeline``/``options`` fields: a misspelt field
     (``option``, ``pipline``) or ``options`` sent as a file would otherwise be ignored
-    and the job run with settings the client did not ask for."""
+    and the job run with settings the client did not ask for. (A ``file`` part with an
+    empty file name reaches the form, not the files: it is still the file.)"""
     sent = [(name, "a file part") for name in request.files] + [
-        (name, "a form field") for name in request.form
+        (name, "a form field") for name in request.form if name != "file"
     ]
     for name, kind in sent:
         if UPLOAD_FIELDS.get(name) != kind:
             expected = ", ".join(f"{n!r} ({k})" for n, k in UPLOAD_FIELDS.items())
-            raise Unprocessable(
+            raise BadRequest(
                 f"unexpected {kind} {name!r} in the upload; it takes {expected}",
                 details={"field": name},
             )
