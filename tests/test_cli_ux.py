@@ -147,3 +147,21 @@ def test_submit_and_follow_list_their_environment_variables() -> None:
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0
         assert all(name in result.output for name in names), result.output
+
+
+def test_run_outputs_are_files_of_the_user_as_any_new_file(tmp_path: Path) -> None:
+    """The outputs are moved out of the run's private folder, not copied: they still get
+    the mode a new file gets under the user's umask, not the job's private 0600."""
+    src = tmp_path / "a.xml"
+    src.write_bytes(b"<r><i>1</i><i>2</i></r>")
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        out = tmp_path / f"out-{umask:o}"
+        result = subprocess.run(
+            [sys.executable, "-m", "xmlflow", "run", str(src), "--out", str(out)],
+            capture_output=True,
+            timeout=60,
+            preexec_fn=lambda umask=umask: os.umask(umask),
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "a.json").read_bytes()) == {"r": {"i": ["1", "2"]}}
+        assert (out / "a.json").stat().st_mode & 0o777 == mode

@@ -10,6 +10,7 @@ event log that ``/stream`` serves. So ``run`` shows exactly what the page would,
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import time
@@ -101,8 +102,8 @@ class LocalRun:
     def _submit(self, service: Service, jobs: list[FileJob]) -> None:
         for job in jobs:
             path, stream = service.incoming_file()
-            with stream, job.source.open("rb") as source:
-                shutil.copyfileobj(source, stream, 1024 * 1024)
+            stream.close()
+            shutil.copyfile(job.source, path)  # in the kernel (sendfile), not through Python
             submitted = service.submit(
                 path, job.source.name, pipeline=self.pipeline, options=self.options
             )
@@ -139,7 +140,11 @@ class LocalRun:
         for output in outputs:
             source = service.job_dir(job.job_id) / "out" / output["name"]
             target = self._target(output["name"], job)
-            shutil.copyfile(source, target)
+            try:  # the run's folder is temporary: move the output out, no copy
+                os.replace(source, target)
+                os.chmod(target, 0o666 & ~_umask())  # as a new file here, not the job's 0600
+            except OSError:  # another file system
+                shutil.copyfile(source, target)
             copied.append(str(target))
         return copied
 
@@ -159,3 +164,10 @@ class LocalRun:
                 with contextlib.suppress(XmlflowError):  # it ended meanwhile
                     service.cancel(job.job_id)
         self._follow(service, [j for j in jobs if j.job_id], timeout=5)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
