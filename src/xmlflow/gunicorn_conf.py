@@ -60,7 +60,15 @@ def raise_open_files_limit() -> int:
 
 
 def on_starting(server: Any) -> None:
-    server.log.info("open files limit: %d", raise_open_files_limit())
+    limit = raise_open_files_limit()
+    server.log.info("open files limit: %d", limit)
+    if limit < 4096:  # a stream is a socket: the limit is the most streams held at once
+        server.log.warning(
+            "only %d open files allowed (ulimit -n): fewer than %d streams can be held at "
+            "once; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) to hold more",
+            limit,
+            limit - 100,
+        )
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -215,6 +223,10 @@ def run_gunicorn(host: str, port: int, workers: int, *, log_level: str = "INFO")
             f"--workers {workers} needs XMLFLOW_REDIS_URL: in embedded mode jobs live in "
             "one SQLite file and run inside the one web process; use --workers 1"
         )
+    if settings.redis_url:  # fail here with the remedy, not in a worker with a traceback
+        from .backends import redis_extra_installed
+
+        redis_extra_installed()
     mode = f"Redis, {workers} web worker(s)" if settings.redis_url else "embedded"
     print(
         f"xmlflow serving http://{host}:{port}/ (gunicorn + gevent, {mode}; "
