@@ -47,13 +47,16 @@ def run_job(job_id: str) -> None:
 
 def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
     """Run one RQ worker on the xmlflow queue; rides out Redis outages by starting over."""
-    from .backends.redis import RedisStore, run_worker
+    from .backends import redis_extra_installed
 
     if not settings.redis_url:
         raise ConfigError(
             "xmlflow worker needs XMLFLOW_REDIS_URL (the embedded mode runs "
             "jobs inside `xmlflow serve`)"
         )
+    redis_extra_installed()
+    from .backends.redis import RedisStore, run_worker
+
     global _service
     svc = _service = Service(settings)
     svc.start()
