@@ -268,3 +268,24 @@ def _close(*socks: socket.socket) -> None:
         except OSError:
             pass
         sock.close()
+
+
+def test_two_inputs_of_one_name_keep_both_outputs(srv: Server, tmp_path: Path) -> None:
+    """``d1/data.xml`` and ``d2/data.xml`` both give ``data.upper.txt``: the second gets
+    its job's id in its name, as in ``xmlflow run``, instead of replacing the first; the
+    files get the mode any new file gets (not the partial download's 0600)."""
+    for folder, body in (("d1", b"<r>one</r>"), ("d2", b"<r>two</r>")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "data.xml").write_bytes(body)
+    out = tmp_path / "out"
+    result = run_cli(
+        "submit", "d1/data.xml", "d2/data.xml", "--out", out, *server_args(srv), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = sorted(out.iterdir())
+    assert len(saved) == 2, saved
+    assert sorted(p.read_text() for p in saved) == ["<R>ONE</R>!", "<R>TWO</R>!"]
+    assert any(p.name == "data.upper.txt" for p in saved)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in saved)

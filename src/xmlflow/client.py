@@ -146,8 +146,15 @@ class ApiClient:
                     raise ApiError(f"lost the stream from {self.url}: {reason}")
                 time.sleep(min(0.2 * 2**failures, 5))
 
-    def download(self, job_id: str, out_dir: Path, *, as_zip: bool = False) -> list[Path]:
-        """Save the job's outputs (or one zip of them) in ``out_dir``; returns the files."""
+    def download(
+        self, job_id: str, out_dir: Path, *, as_zip: bool = False, taken: set[Path] | None = None
+    ) -> list[Path]:
+        """Save the job's outputs (or one zip of them) in ``out_dir``; returns the files.
+
+        ``taken``: the files this command already wrote. An output of the same name
+        (``data.xml`` from two folders) gets the job's id in its name instead of
+        replacing the other, as ``xmlflow run`` does.
+        """
         out_dir.mkdir(parents=True, exist_ok=True)
         if as_zip:
             zip_name = _local_name(f"{job_id}.zip")
@@ -157,7 +164,15 @@ class ApiClient:
             job = self.job(job_id)
             raise ApiError(f"job {job_id} is {job['status']} and has no outputs")
         # ``url`` is already percent-encoded by the server: used as given, never re-encoded
-        return [self._save(o["url"], out_dir / _local_name(o["name"])) for o in outputs]
+        saved = []
+        for output in outputs:
+            target = out_dir / _local_name(output["name"])
+            if taken is not None:
+                if target in taken:
+                    target = target.with_name(f"{target.stem}-{job_id[:8]}{target.suffix}")
+                taken.add(target)
+            saved.append(self._save(output["url"], target))
+        return saved
 
     def _save(self, path: str, target: Path) -> Path:
         """Stream one download to a temporary file, renamed only once it is complete."""
@@ -176,8 +191,16 @@ class ApiClient:
             if isinstance(exc, httpx.TransportError):
                 raise ApiError(f"download from {self.url}{path} failed: {exc}") from exc
             raise
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 is for the partial file only
         os.replace(tmp, target)
         return target
+
+
+def umask() -> int:
+    """The process's umask (read by setting it, so set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _sse_frames(lines: Iterator[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:

@@ -461,13 +461,14 @@ def _watch(
     """
     steps = len(client.job(jobs[0].job_id)["steps"])
     by_id = {job.job_id: job for job in jobs}
+    taken: set[Path] = set()  # outputs written by this command: none replaces another
     reporter.start(jobs, steps)
     try:
         for event in client.follow(list(by_id)):
             job = by_id[event.job_id]
             job.last_event = event.id
             if event.type is EventType.END:
-                _ended(client, job, event.data, out_dir)
+                _ended(client, job, event.data, out_dir, taken)
             reporter.event(job, event)
     except KeyboardInterrupt:
         reporter.finish(jobs)
@@ -481,11 +482,17 @@ def _watch(
     sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
 
 
-def _ended(client: ApiClient, job: FileJob, data: dict[str, Any], out_dir: Path | None) -> None:
+def _ended(
+    client: ApiClient,
+    job: FileJob,
+    data: dict[str, Any],
+    out_dir: Path | None,
+    taken: set[Path],
+) -> None:
     job.status, job.error = str(data["status"]), data.get("error")
     outputs = data.get("outputs", [])
     if out_dir is not None and job.status == "succeeded" and outputs:
-        job.outputs = [str(path) for path in client.download(job.job_id, out_dir)]
+        job.outputs = [str(p) for p in client.download(job.job_id, out_dir, taken=taken)]
     else:
         job.outputs = [f"{o['name']} ({format_size(o['size'])})" for o in outputs]
 

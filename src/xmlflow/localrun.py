@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from .client import umask
 from .errors import Unprocessable, XmlflowError
 from .models import Event, EventType
 from .progress import FileJob, Reporter
@@ -142,7 +143,7 @@ class LocalRun:
             target = self._target(output["name"], job)
             try:  # the run's folder is temporary: move the output out, no copy
                 os.replace(source, target)
-                os.chmod(target, 0o666 & ~_umask())  # as a new file here, not the job's 0600
+                os.chmod(target, 0o666 & ~umask())  # as a new file here, not the job's 0600
             except OSError:  # another file system
                 shutil.copyfile(source, target)
             copied.append(str(target))
@@ -164,10 +165,3 @@ class LocalRun:
                 with contextlib.suppress(XmlflowError):  # it ended meanwhile
                     service.cancel(job.job_id)
         self._follow(service, [j for j in jobs if j.job_id], timeout=5)
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, so set it back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
