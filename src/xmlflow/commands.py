@@ -52,6 +52,19 @@ _events_option = click.option(
 )
 
 
+_step_option = click.option(  # `run` and `submit`: the same check, locally or on the server
+    "--option",
+    "-O",
+    "option_texts",
+    multiple=True,
+    metavar="STEP.KEY=VALUE",
+    envvar="XMLFLOW_OPTIONS",
+    show_envvar=True,
+    help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
+    "them); VALUE is JSON when it parses as JSON.",
+)
+
+
 def _out_option(help: str) -> Callable[[F], F]:
     """``--out DIR`` (env ``XMLFLOW_OUT``), shared by ``run`` and ``jobs download``."""
     return click.option(
@@ -92,17 +105,7 @@ _save_option = click.option(
     help="The pipeline to run (see `xmlflow steps`).",
 )
 @_out_option("Folder the outputs are copied to.")
-@click.option(
-    "--option",
-    "-O",
-    "option_texts",
-    multiple=True,
-    metavar="STEP.KEY=VALUE",
-    envvar="XMLFLOW_OPTIONS",
-    show_envvar=True,
-    help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
-    "them); VALUE is JSON when it parses as JSON.",
-)
+@_step_option
 @_events_option
 @click.option(
     "--config",
@@ -389,17 +392,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
     show_envvar=True,
     help="The pipeline to run (GET /api/pipelines lists them).  [default: the server's]",
 )
-@click.option(
-    "--option",
-    "-O",
-    "option_texts",
-    multiple=True,
-    metavar="STEP.KEY=VALUE",
-    envvar="XMLFLOW_OPTIONS",
-    show_envvar=True,
-    help="A per-job step option an upload may set (repeatable; GET /api/pipelines lists "
-    "them); VALUE is JSON when it parses as JSON.",
-)
+@_step_option
 @_save_option
 @_events_option
 @click.option(

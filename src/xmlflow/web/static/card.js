@@ -21,7 +21,7 @@ export const FINISHED = new Set(["succeeded", "failed", "cancelled", "interrupte
 const STEP_DONE = new Set(["succeeded", "failed", "skipped"]);
 export const RECONNECTING = "Connection lost — reconnecting…";
 
-const STATUS_LABEL = {
+export const STATUS_LABEL = {
   queued: "Queued",
   running: "Running",
   succeeded: "Succeeded",

@@ -8,7 +8,7 @@
 // pages and refreshes; actions apply to the selected jobs, one request per job.
 
 import { api } from "./api.js";
-import { FINISHED } from "./card.js";
+import { FINISHED, STATUS_LABEL } from "./card.js";
 import { $, announce, clone, setBar } from "./dom.js";
 import { formatDuration, formatSize, formatWhen, plural } from "./format.js";
 
@@ -16,14 +16,6 @@ const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 250;
 const REFRESH_MS = 2000;
 const DOWNLOAD_GAP_MS = 400; // between downloads: browsers drop some started at once
-const STATUS_WORDS = {
-  queued: "Queued",
-  running: "Running",
-  succeeded: "Succeeded",
-  failed: "Failed",
-  cancelled: "Cancelled",
-  interrupted: "Interrupted",
-};
 
 export class JobList {
   #rows = new Map(); // job id -> {el, job}
@@ -311,7 +303,7 @@ function fillRow(el, job, selected) {
   setText($(".row-pipeline", el), job.pipeline);
   const badge = $(".row-status", el);
   badge.dataset.status = job.status;
-  setText(badge, STATUS_WORDS[job.status] ?? job.status);
+  setText(badge, STATUS_LABEL[job.status] ?? job.status);
   el.dataset.status = job.status;
   const pct = setBar($(".row-bar", el), progress(job));
   $(".row-bar", el).setAttribute("aria-label", `${job.filename}: ${pct} %`);
