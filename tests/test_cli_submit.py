@@ -289,3 +289,26 @@ def test_two_inputs_of_one_name_keep_both_outputs(srv: Server, tmp_path: Path) -
     mask = os.umask(0o022)
     os.umask(mask)
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~mask for p in saved)
+
+
+def test_jobs_list_fits_the_terminal_and_keeps_names_whole_in_a_pipe(
+    srv: Server, tmp_path: Path
+) -> None:
+    name = "a-rather-long-file-name-of-a-quarterly-filing-2026.xml"
+    (tmp_path / name).write_bytes(b"<r>1</r>")
+    submitted = run_cli("submit", name, *server_args(srv), cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    listed = run_cli("jobs", "list", "--limit", "5", *server_args(srv))  # COLUMNS=80
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    assert any(line.endswith("a-rathe…") for line in lines), lines
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "xmlflow", "jobs", "list", "--limit", "5", *server_args(srv)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert any(line.endswith(name) for line in piped.stdout.splitlines()), piped.stdout

@@ -10,6 +10,8 @@ not (or the server could not be reached), 2 for a bad pipeline or option, 130 on
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -287,13 +289,26 @@ def list_jobs(client: ApiClient, /, as_json: bool, **filters: Any) -> None:
         click.echo(_json(page))
         return
     row = "{:<32}  {:<11} {:<14} {:>9}  {}"
+    room = _file_column_room(len(row.format("", "", "", "", "")))
     if page["jobs"]:
         click.echo(row.format("JOB", "STATUS", "PIPELINE", "ELAPSED", "FILE"))
     for job in page["jobs"]:
         elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
-        click.echo(row.format(job["id"], job["status"], job["pipeline"], elapsed, job["filename"]))
+        name = job["filename"]
+        if room is not None and len(name) > room:
+            name = name[: room - 1] + "…"
+        click.echo(row.format(job["id"], job["status"], job["pipeline"], elapsed, name))
     shown = f"{page['offset'] + 1}-{page['offset'] + len(page['jobs'])}" if page["jobs"] else "0"
     click.echo(f"{shown} of {plural(page['total'], 'job')}", err=True)
+
+
+def _file_column_room(used: int) -> int | None:
+    """How many characters of a file name fit on a row in the terminal (``COLUMNS`` or
+    its width), at least 8; ``None`` when the output goes to a pipe or file (keep it
+    whole for scripts), as ``ls`` does."""
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        return None
+    return max(8, shutil.get_terminal_size().columns - used)
 
 
 @jobs.command()
