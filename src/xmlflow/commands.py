@@ -230,7 +230,8 @@ def _server_options(f: F) -> F:
     return url(token(click.pass_context(with_client)))  # type: ignore[return-value]
 
 
-_url_option = click.option(  # `jobs` (before its subcommand) and `submit`
+@click.group(cls=_ApiGroup)
+@click.option(
     "--url",
     default=DEFAULT_URL,
     show_default=True,
@@ -238,14 +239,7 @@ _url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     show_envvar=True,
     help=_URL_HELP,
 )
-_token_option = click.option(
-    "--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP
-)
-
-
-@click.group(cls=_ApiGroup)
-@_url_option
-@_token_option
+@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
 @click.pass_context
 def jobs(ctx: click.Context, url: str, token: str | None) -> None:
     """List, inspect, follow, cancel and download a server's jobs.
@@ -416,8 +410,15 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 @_step_option
 @_save_option
 @_events_option
-@_url_option
-@_token_option
+@click.option(
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    envvar="XMLFLOW_URL",
+    show_envvar=True,
+    help=_URL_HELP,
+)
+@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
 def submit(
     files: Sequence[Path],
     pipeline: str | None,
