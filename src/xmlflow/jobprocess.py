@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from .inputs import Limits, use_limits
-from .models import EventType, JobStatus, StepSpec, StepStatus, Superseded
+from .models import (
+    CANCELLED_BY_REQUEST,
+    INTERRUPTED,
+    EventType,
+    JobStatus,
+    StepSpec,
+    StepStatus,
+    Superseded,
+    step_event,
+)
 from .pipeline import JobRun
 from .step import Output
 
@@ -108,7 +117,6 @@ _context: Any = None
 _children_lock = threading.Lock()
 _children: set[Any] = set()
 _stopping = threading.Event()
-INTERRUPTED = "the server stopped while this job was running; upload the file again"
 
 
 def kill_children() -> None:
@@ -258,7 +266,7 @@ class _Watch:
         if stopping:
             error = INTERRUPTED
         elif self.cancelled_at is not None:
-            status, error = JobStatus.CANCELLED, "cancelled by request"
+            status, error = JobStatus.CANCELLED, CANCELLED_BY_REQUEST
         elif self.timed_out:
             error = (
                 f"step timed out after {self.plan.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT) "
@@ -270,21 +278,19 @@ class _Watch:
         for index, spec in enumerate(self.plan.specs):
             if index in self.finished_steps:
                 continue
-            data: dict[str, Any] = {
-                "index": index,
-                "total": total,
-                "id": spec.id,
-                "name": spec.name,
-            }
-            if index == self.running:
-                elapsed = round(time.monotonic() - self.step_started, 3)
-                if status is JobStatus.CANCELLED:  # as the runner says it of a cooperative step
-                    data.update(status=str(StepStatus.SKIPPED), elapsed=elapsed, error="cancelled")
-                else:
-                    data.update(status=str(StepStatus.FAILED), elapsed=elapsed, error=error)
+            if index != self.running:
+                self.emit(*step_event(index, total, spec, StepStatus.SKIPPED))
+                continue
+            elapsed = time.monotonic() - self.step_started
+            if status is JobStatus.CANCELLED:  # as the runner says it of a cooperative step
+                event = step_event(
+                    index, total, spec, StepStatus.SKIPPED, elapsed=elapsed, error="cancelled"
+                )
             else:
-                data["status"] = str(StepStatus.SKIPPED)
-            self.emit(EventType.STEP, data)
+                event = step_event(
+                    index, total, spec, StepStatus.FAILED, elapsed=elapsed, error=error
+                )
+            self.emit(*event)
         with contextlib.suppress(FileNotFoundError):
             self.plan.source.unlink()
         shutil.rmtree(self.plan.workdir, ignore_errors=True)

@@ -225,13 +225,96 @@ def _close_running_steps(job: Job) -> None:
             step.error = step.error or ("cancelled" if cancelled else job.error)
 
 
-def running_event(job: Job) -> dict[str, Any]:
-    """The data of the event a claim appends: the job runs, as attempt n + 1."""
-    return {"job": job.id, "status": "running", "attempt": job.attempt + 1}
+# -- the events: every event a job's log holds is built by one of these -------------------------
+#
+# Each returns ``(type, data)``, ready for ``EventLog.append(job_id, *event)``; the data's
+# keys are the wire format the stream, the page and the command line read (docs/api.md).
+
+INTERRUPTED = "the server stopped while this job was running; upload the file again"
+LOST = "the worker running this job was lost (killed or crashed); upload the file again"
+CANCELLED_BY_REQUEST = "cancelled by request"
+
+EventData = tuple[EventType, dict[str, Any]]
 
 
-def cancelled_end() -> dict[str, Any]:
-    return {"status": "cancelled", "error": "cancelled by request", "outputs": []}
+def queued_event(job_id: str, *, retry: int | None = None, error: str | None = None) -> EventData:
+    """The job waits for a run: on upload, or again after its run was lost (``retry`` n)."""
+    data: dict[str, Any] = {"job": job_id, "status": str(JobStatus.QUEUED)}
+    if retry is not None:
+        data["retry"] = retry
+    if error is not None:
+        data["error"] = error
+    return EventType.JOB, data
+
+
+def running_event(job: Job) -> EventData:
+    """The event a claim appends: the job runs, as attempt n + 1."""
+    return EventType.JOB, {
+        "job": job.id,
+        "status": str(JobStatus.RUNNING),
+        "attempt": job.attempt + 1,
+    }
+
+
+def step_event(
+    index: int,
+    total: int,
+    spec: StepSpec,
+    status: StepStatus,
+    *,
+    elapsed: float | None = None,
+    error: str | None = None,
+) -> EventData:
+    """Step ``index`` (of ``total``) changed status; ``elapsed`` seconds once it has run."""
+    data: dict[str, Any] = {
+        "index": index,
+        "total": total,
+        "id": spec.id,
+        "name": spec.name,
+        "status": str(status),
+    }
+    if elapsed is not None:
+        data["elapsed"] = round(elapsed, 3)
+    if error is not None:
+        data["error"] = error
+    return EventType.STEP, data
+
+
+def progress_event(
+    index: int,
+    fraction: float,
+    message: str | None = None,
+    done: int | None = None,
+    total: int | None = None,
+) -> EventData:
+    """How far step ``index`` is: a fraction, and bytes ``done`` of ``total`` when known."""
+    data: dict[str, Any] = {"index": index, "fraction": round(fraction, 4)}
+    if message is not None:
+        data["message"] = message
+    if done is not None:
+        data["done"], data["total"] = done, total
+    return EventType.PROGRESS, data
+
+
+def end_event(
+    status: JobStatus, error: str | None = None, outputs: list[dict[str, Any]] | None = None
+) -> EventData:
+    """The job's last event: its final status, why it did not succeed, what it offers."""
+    return EventType.END, {"status": str(status), "error": error, "outputs": list(outputs or [])}
+
+
+def cancelled_end() -> EventData:
+    return end_event(JobStatus.CANCELLED, CANCELLED_BY_REQUEST)
+
+
+def interrupted_end() -> EventData:
+    """The server stopped (or was killed) while the job ran; recovery appends this."""
+    return end_event(JobStatus.INTERRUPTED, INTERRUPTED)
+
+
+def lost_end() -> EventData:
+    """A Redis worker died with the job and its retries are spent."""
+    return end_event(JobStatus.FAILED, LOST)
 
 
 # -- bounded event data ------------------------------------------------------------------------

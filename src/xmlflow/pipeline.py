@@ -31,7 +31,15 @@ from .errors import (
     StepLoadError,
     StepTimeout,
 )
-from .models import EventType, JobStatus, StepSpec, StepStatus
+from .models import (
+    CANCELLED_BY_REQUEST,
+    EventType,
+    JobStatus,
+    StepSpec,
+    StepStatus,
+    progress_event,
+    step_event,
+)
 from .step import Output, StepContext, UploadOption
 
 log = logging.getLogger(__name__)
@@ -221,7 +229,7 @@ class JobRun:
                 raise JobCancelled("cancelled")
         except JobCancelled:
             self._step_event(index, spec, StepStatus.SKIPPED, started, "cancelled")
-            return JobStatus.CANCELLED, "cancelled by request", current
+            return JobStatus.CANCELLED, CANCELLED_BY_REQUEST, current
         except Exception as exc:
             message = describe_failure(spec, exc)
             self._keep_outputs(ctx)  # complete files only, e.g. validate's list of violations
@@ -276,18 +284,8 @@ class JobRun:
         started: float | None = None,
         error: str | None = None,
     ) -> None:
-        data: dict[str, Any] = {
-            "index": index,
-            "total": len(self.specs),
-            "id": spec.id,
-            "name": spec.name,
-            "status": str(status),
-        }
-        if started is not None:
-            data["elapsed"] = round(time.monotonic() - started, 3)
-        if error is not None:
-            data["error"] = error
-        self.emit(EventType.STEP, data)
+        elapsed = None if started is None else time.monotonic() - started
+        self.emit(*step_event(index, len(self.specs), spec, status, elapsed=elapsed, error=error))
 
     def _clean_up(self) -> None:
         """Delete the uploaded source and the scratch folder: only outputs are kept."""
@@ -323,9 +321,4 @@ class _Throttle:
         if now - self.last < PROGRESS_INTERVAL:
             return
         self.last = now
-        data: dict[str, Any] = {"index": self.index, "fraction": round(fraction, 4)}
-        if message is not None:
-            data["message"] = message
-        if done is not None:
-            data["done"], data["total"] = done, total
-        self.emit(EventType.PROGRESS, data)
+        self.emit(*progress_event(self.index, fraction, message, done, total))

@@ -27,9 +27,9 @@ from typing import IO, Any
 
 from .backends import Backend, EventLog, JobStore, open_backend
 from .errors import Conflict, NotFound, QueueFull, is_backend_outage
-from .jobprocess import INTERRUPTED, kill_children
+from .jobprocess import kill_children
 from .leftovers import remove_leftovers
-from .models import EventType, Job, JobStatus
+from .models import Job, JobStatus, interrupted_end
 from .pipeline import check_pipelines
 from .settings import Settings
 from .step import safe_output_name
@@ -224,7 +224,7 @@ class Service:
             if job.status is JobStatus.RUNNING:
                 log.warning("job %s was running when the server stopped: interrupted", job.id)
                 self._discard_inputs(job.id)
-                self.events.append(job.id, EventType.END, interrupted_end())
+                self.events.append(job.id, *interrupted_end())
             else:
                 self.backend.executor.submit(job.id)
         remove_leftovers(self.data_dir, self.store, exclusive=True)
@@ -246,7 +246,3 @@ class Service:
         if expired:
             log.info("retention: removed %d job(s)", len(expired))
         return len(expired)
-
-
-def interrupted_end() -> dict[str, Any]:
-    return {"status": "interrupted", "error": INTERRUPTED, "outputs": []}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .jobprocess import RunPlan, RunResult, run_isolated
-from .models import EventType, Job, JobStatus, Superseded, fence
+from .models import EventData, EventType, Job, JobStatus, Superseded, end_event, fence
 
 if TYPE_CHECKING:
     from .service import Service
@@ -119,8 +119,7 @@ def _finish(service: Service, job: Job, run_dir: Path, result: RunResult, lost: 
         and _publish(run_dir / "out", job_dir / "out")
     )
     try:
-        end = end_event(job.id, result)
-        service.events.append(job.id, EventType.END, end, attempt=job.attempt)
+        service.events.append(job.id, *result_end(job.id, result), attempt=job.attempt)
     except Superseded:
         if published:  # replaced between the check and the end: take them back
             shutil.rmtree(job_dir / "out", ignore_errors=True)
@@ -146,14 +145,14 @@ def _publish(outputs: Path, out: Path) -> bool:
     return True
 
 
-def end_event(job_id: str, result: RunResult) -> dict[str, Any]:
+def result_end(job_id: str, result: RunResult) -> EventData:
     """The ``end`` event's data; a cancelled job offers no outputs, a failed one its complete
     files (such as validate's list of violations)."""
     from .service import output_url
 
-    end: dict[str, Any] = {"status": str(result.status), "error": result.error, "outputs": []}
+    outputs: list[dict[str, Any]] = []
     if result.status in OFFERS_OUTPUTS and result.outputs:
-        end["outputs"] = [
+        outputs = [
             {
                 "name": o.name,
                 "size": o.size,
@@ -162,7 +161,7 @@ def end_event(job_id: str, result: RunResult) -> dict[str, Any]:
             }
             for o in result.outputs
         ]
-    return end
+    return end_event(result.status, result.error, outputs)
 
 
 def _cancel_probe(service: Service, job_id: str) -> Callable[[], bool]:

@@ -31,6 +31,7 @@ from ..models import (
     apply_event,
     bounded_data,
     cancelled_end,
+    queued_event,
     running_event,
 )
 from ..settings import Settings
@@ -295,7 +296,7 @@ class SqliteStore:
                 "INSERT INTO jobs (id, status, pipeline, created_at, doc) VALUES (?, ?, ?, ?, ?)",
                 (job.id, str(job.status), job.pipeline_name, job.created_at, _dump(job)),
             )
-            event = self._append(db, job, EventType.JOB, {"job": job.id, "status": "queued"})
+            event = self._append(db, job, *queued_event(job.id))
         self._listeners.notify(job.id, event)
         return event
 
@@ -336,7 +337,7 @@ class SqliteStore:
             job = self._locked_job(db, job_id)
             if job is None or job.status is not JobStatus.QUEUED:
                 return None
-            event = self._append(db, job, EventType.JOB, running_event(job))
+            event = self._append(db, job, *running_event(job))
         self._listeners.notify(job_id, event)
         return job
 
@@ -349,7 +350,7 @@ class SqliteStore:
                 raise Conflict(f"job {job_id} has already ended ({job.status})")
             ended = None
             if job.status is JobStatus.QUEUED:
-                ended = self._append(db, job, EventType.END, cancelled_end())
+                ended = self._append(db, job, *cancelled_end())
             db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         if ended is not None:
             self._listeners.notify(job_id, ended)

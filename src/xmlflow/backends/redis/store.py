@@ -33,6 +33,7 @@ import redis
 
 from ...errors import BackendUnavailable, Conflict, NotFound
 from ...models import (
+    LOST,
     Event,
     EventType,
     Job,
@@ -40,6 +41,8 @@ from ...models import (
     apply_event,
     bounded_data,
     cancelled_end,
+    lost_end,
+    queued_event,
     running_event,
 )
 from ..base import name_matches, status_set
@@ -103,7 +106,7 @@ class RedisStore:
 
     def create(self, job: Job) -> Event:
         change = Change(job, cancel=False, attempts=0, leased=False)
-        event = change.append(EventType.JOB, {"job": job.id, "status": "queued"})
+        event = change.append(*queued_event(job.id))
         with _available():
             pipe = self.r.pipeline(transaction=True)
             pipe.zadd(Keys.all_jobs, {job.id: job.created_at})
@@ -172,7 +175,7 @@ class RedisStore:
         def decide(c: Change) -> bool:
             if c.job.status is not JobStatus.QUEUED:
                 return False
-            c.append(EventType.JOB, running_event(c.job))
+            c.append(*running_event(c.job))
             c.lease = c.job.attempt
             return True
 
@@ -185,7 +188,7 @@ class RedisStore:
             if c.job.status.finished:
                 raise Conflict(f"job {job_id} has already ended ({c.job.status})")
             if c.job.status is JobStatus.QUEUED:
-                c.append(EventType.END, cancelled_end())
+                c.append(*cancelled_end())
             c.fields["cancel"] = 1
             return True
 
@@ -278,12 +281,9 @@ class RedisStore:
                 return False
             if c.attempts < retries:
                 c.fields["attempts"] = c.attempts + 1
-                c.append(
-                    EventType.JOB,
-                    {"job": job_id, "status": "queued", "retry": c.attempts + 1, "error": LOST},
-                )
+                c.append(*queued_event(job_id, retry=c.attempts + 1, error=LOST))
             else:
-                c.append(EventType.END, {"status": "failed", "error": LOST, "outputs": []})
+                c.append(*lost_end())
             return True
 
         change = self._transact(job_id, decide)
@@ -375,7 +375,6 @@ class RedisStore:
         return [_load(doc) for doc in pipe.execute() if doc]
 
 
-LOST = "the worker running this job was lost (killed or crashed); upload the file again"
 # Extend the lease only if it still names the caller's attempt (compare and expire, atomic).
 RENEW_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
