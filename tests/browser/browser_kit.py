@@ -11,6 +11,7 @@ import os
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -237,9 +238,20 @@ class StreamCutter:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def cut_streams(self) -> int:
-        with self._lock:
-            streams, self._streams = self._streams, set()
+    def cut_streams(self, wait: float = 10.0) -> int:
+        """Drop every open stream connection; waits up to ``wait`` s for one to be open.
+
+        A card can show a step's message from a snapshot (the upload's answer, a
+        ``GET /api/jobs/<id>``) before the page has opened its stream, so "the page shows
+        progress" does not mean a stream is open yet.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                if self._streams or time.monotonic() > deadline:
+                    streams, self._streams = self._streams, set()
+                    break
+            time.sleep(0.02)
         for sock in streams:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -247,7 +259,7 @@ class StreamCutter:
 
     def close(self) -> None:
         self.listener.close()
-        self.cut_streams()
+        self.cut_streams(wait=0)
 
     def _accept(self) -> None:
         while True:
