@@ -37,6 +37,8 @@ from ..models import (
 from ..settings import Settings
 from .base import Backend, name_matches, status_set
 from .sqlite_outbox import SqliteOutbox
+from .watch import MEMORY
+from .watch import Watch as _Watch
 
 log = logging.getLogger(__name__)
 
@@ -61,51 +63,13 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 """
 POLL_INTERVAL = 1.0  # seconds: how soon another process's events are noticed
-MEMORY = 512  # recent events kept in memory per followed job
 TICKS = 4  # ticker wake-ups per (shortest) keepalive period
 READ_MANY = 400  # jobs per batched read of the ticker (two SQL variables each)
 
 
-class _Watch:
-    """One job listeners in this process follow: its latest events, and a wake-up.
-
-    What the watch has is one immutable ``state`` (replaced, never changed), published
-    before ``arrived`` is set; listeners read both without the lock, so waking 1,000 of
-    them costs 1,000 attribute reads, not 1,000 turns of a lock. ``arrived`` is replaced
-    at each wake-up: waking every listener is one ``set()``.
-    """
-
-    __slots__ = ("state", "arrived", "listeners")
-
-    def __init__(self, recent: list[Event]) -> None:
-        self.state: tuple[int, tuple[Event, ...]] = (recent[-1].id if recent else 0, tuple(recent))
-        self.arrived = threading.Event()
-        self.listeners = 0
-
-    @property
-    def cursor(self) -> int:
-        """The id of the newest event the watch has."""
-        return self.state[0]
-
-    def publish(self, events: list[Event]) -> None:
-        """Add committed events (contiguous, right after the cursor), then wake listeners."""
-        memory = (self.state[1] + tuple(events))[-MEMORY:]
-        self.state = (memory[-1].id, memory)
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake whoever waits now; later waits get a new Event."""
-        arrived, self.arrived = self.arrived, threading.Event()
-        arrived.set()
-
-    def since(self, after: int) -> list[Event] | None:
-        """Events after ``after`` from memory; None when memory does not reach back."""
-        cursor, memory = self.state  # one read: a consistent pair
-        if cursor <= after:
-            return []
-        if not memory or memory[0].id > after + 1:
-            return None
-        return list(memory[after + 1 - memory[0].id :])  # ids in memory are contiguous
+def _new_watch(recent: list[Event]) -> _Watch:
+    """A watch that starts with the job's recent events (its cursor: the newest)."""
+    return _Watch(recent[-1].id if recent else 0, recent)
 
 
 class _Listeners:
@@ -177,7 +141,7 @@ class _Listeners:
             if watch is None:
                 # Read under the lock: an append that commits after this read notifies
                 # after the watch is in place, one before it is in what was read.
-                watch = self._watches[job_id] = _Watch(self._recent(job_id))
+                watch = self._watches[job_id] = _new_watch(self._recent(job_id))
             watch.listeners += 1
             ticker = None
             if self._ticker is None:

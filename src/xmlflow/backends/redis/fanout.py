@@ -38,12 +38,12 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import redis
 
 from ...models import Event
+from ..watch import Watch as _Watch
 from .keys import Keys, event_id
 from .store import REDIS_DOWN, to_event
 
@@ -51,51 +51,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_MS = 5_000  # an XREAD returns at least this often, even if nothing is unblocking it
 BATCH = 1_000  # entries per stream per XREAD
-MEMORY = 512  # recent events kept per watched job
 TICKS = 4  # ticker wake-ups per (shortest) keepalive period
-
-
-@dataclass
-class _Watch:
-    """One job that listeners in this process follow.
-
-    The reader publishes what it has as one immutable ``state`` (replaced, never
-    changed) and only then sets ``arrived``; listeners read both without the lock, so
-    waking 2,000 of them costs 2,000 attribute reads, not 2,000 turns of a lock.
-    """
-
-    start: InitVar[int]  # the cursor before the first delivery
-    state: tuple[int, tuple[Event, ...]] = field(init=False)  # (cursor, recent events)
-    arrived: threading.Event = field(default_factory=lambda: threading.Event())
-    listeners: int = 0
-
-    def __post_init__(self, start: int) -> None:
-        self.state = (start, ())
-
-    @property
-    def cursor(self) -> int:
-        """The id of the last event the reader has seen."""
-        return self.state[0]
-
-    def publish(self, events: list[Event]) -> None:
-        """Add events the reader got (contiguous, after the cursor), then wake listeners."""
-        memory = (self.state[1] + tuple(events))[-MEMORY:]
-        self.state = (memory[-1].id, memory)
-        self.wake()
-
-    def wake(self) -> None:
-        """Wake whoever waits now; later waits get a new Event."""
-        arrived, self.arrived = self.arrived, threading.Event()
-        arrived.set()
-
-    def since(self, after: int) -> list[Event] | None:
-        """Events after ``after`` from memory; None when memory does not reach back."""
-        cursor, memory = self.state  # one read: a consistent pair
-        if cursor <= after:
-            return []
-        if not memory or memory[0].id > after + 1:
-            return None
-        return list(memory[after + 1 - memory[0].id :])  # ids in memory are contiguous
 
 
 class Follower:
@@ -174,7 +130,7 @@ class Follower:
             watch = self._watches.get(job_id)
             added = watch is None
             if watch is None:
-                watch = self._watches[job_id] = _Watch(start=after)
+                watch = self._watches[job_id] = _Watch(after)
                 self._changed.notify()
             watch.listeners += 1
             reader_blocked_on = self._reader_id if added else None
