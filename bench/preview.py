@@ -26,7 +26,7 @@ ROW = '{"n": %d, "name": "record %d", "tags": ["a", "b"], "pad": "%s"}'
 
 def generate(size_mb: int) -> dict[str, Path]:
     """The four outputs, made once per size (reused by later runs)."""
-    from xmlflow.xml.zipstream import ZipWriter
+    from xmlflow.xml.zipwriter import ZipWriter
 
     OUT.mkdir(exist_ok=True)
     rows = size_mb * 1024 * 1024 // 100

@@ -1,7 +1,7 @@
 """One XML file per record, bundled into ``<stem>.zip``.
 
 Options: ``record_path`` (default: the root's repeated child). Streaming: one record
-in memory at a time; the zip is written entry by entry (see ``xmlflow.xml.zipstream``).
+in memory at a time; the zip is written entry by entry (see ``xmlflow.xml.zipwriter``).
 Each entry is a standalone document ``NNNNNN-<tag>.xml`` with the namespace
 declarations it needs.
 """
@@ -17,7 +17,7 @@ from xmlflow.step import StepContext, UploadOption
 from xmlflow.units import plural
 from xmlflow.xml.options import split_path
 from xmlflow.xml.records import iter_records
-from xmlflow.xml.zipstream import ZipWriter
+from xmlflow.xml.zipwriter import ZipWriter
 
 __all__ = ["run_split_step"]
 

@@ -5,6 +5,9 @@ and sizes in a data descriptor after the entry's data instead of going back to p
 the local header. So a sink that hands over whatever was written so far is all it
 takes; no third-party library is needed. Memory stays at about one read chunk plus
 what the compressor holds back, whatever the size of the outputs.
+
+It serves the download of a job's outputs (a few files, any size); a step that writes
+millions of small entries uses :class:`xmlflow.xml.zipwriter.ZipWriter` instead.
 """
 
 from __future__ import annotations

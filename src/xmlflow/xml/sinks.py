@@ -11,7 +11,7 @@ import orjson
 
 from xmlflow.xml.spool import Group
 from xmlflow.xml.tree import TreeBuilder
-from xmlflow.xml.zipstream import ZipWriter
+from xmlflow.xml.zipwriter import ZipWriter
 
 __all__ = ["JsonDocumentSink", "JsonLinesSink", "RecordSink", "WholeDocumentSink", "ZipSink"]
 

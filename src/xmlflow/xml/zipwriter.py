@@ -6,6 +6,9 @@ Here each entry's central-directory record is appended to a temporary file as so
 as the entry is written, and copied after the last one. Entries are small and whole
 in memory, so sizes and CRC go in the local header (no data descriptors). The
 result is a standard archive that ``zipfile``, ``unzip`` and ``bsdtar`` read.
+
+A step writes its output with it (``split`` mode); the download of a job's files as one
+zip is another matter, streamed from files on disk: :mod:`xmlflow.web.zipstream`.
 """
 
 from __future__ import annotations
