@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xmlflow.backends.embedded import SqliteStore
+from xmlflow.backends.sqlite import SqliteStore
 from xmlflow.models import EventType, Job, JobStatus
 from xmlflow.service import new_job_id
 

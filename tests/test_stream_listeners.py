@@ -2,7 +2,7 @@
 embedded SQLite), and what the event log holds for them.
 
 Listeners register once per stream and get each event from memory (see
-``backends/embedded.py``): these tests join streams before, during and after the
+``backends/sqlite/listeners.py``): these tests join streams before, during and after the
 events, from the start and from a ``Last-Event-ID``, and check that each one gets
 every event once, in order, and ends at ``end``; then that every registration is
 given back, whether the stream ended or its client went away, through ``/metrics``.

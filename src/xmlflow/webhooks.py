@@ -5,7 +5,7 @@ nothing in an upload can choose where, what or whether to send.
 
 *At least once* rests on an **outbox**: the store writes a delivery (its id and its
 frozen JSON body, :func:`outbox_entry`) in the same transaction that appends the job's
-``end`` event (SQLite: ``webhook_outbox`` rows, see :mod:`.backends.sqlite_outbox`;
+``end`` event (SQLite: ``webhook_outbox`` rows, see :mod:`.backends.sqlite.outbox`;
 Redis: ``xmlflow:webhook:*`` keys, see :mod:`.backends.redis.outbox`). So a job that
 ended has its delivery recorded, whatever dies next. A :class:`WebhookSender` thread in
 each serving process (and each ``xmlflow worker``) then claims one due delivery at a

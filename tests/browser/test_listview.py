@@ -19,7 +19,7 @@ import pytest
 from browser_kit import BROWSER_STEPS, open_page, screenshot, upload
 from playwright.sync_api import Download, Page, expect
 
-from xmlflow.backends.embedded import SqliteStore
+from xmlflow.backends.sqlite import SqliteStore
 from xmlflow.models import Job
 from xmlflow.service import new_job_id
 

@@ -20,7 +20,7 @@ from xmlflow.backends.redis.store import Change
 from xmlflow.models import EventType, JobStatus, Superseded
 
 from ..conftest import Event, Server, write_config
-from ..test_store import check_bounded_events, check_fencing, new_job
+from ..test_store_contract import new_job
 from .conftest import REDIS_CONFIG, REDIS_STEPS, Cluster, RedisServer, Worker
 
 pytestmark = pytest.mark.redis
@@ -33,14 +33,6 @@ def store(redis_server: RedisServer) -> Iterator[RedisStore]:
     yield RedisStore(client, retention=3600, lease_ttl=3)
     client.flushdb()
     client.close()
-
-
-def test_a_stale_attempt_and_anything_after_end_are_refused(store: RedisStore) -> None:
-    check_fencing(store)
-
-
-def test_event_data_is_valid_unicode_and_bounded(store: RedisStore) -> None:
-    check_bounded_events(store)
 
 
 def test_a_requeued_job_refuses_its_first_run_and_its_lease(store: RedisStore) -> None:

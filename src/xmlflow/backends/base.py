@@ -1,7 +1,15 @@
-"""The three seams: where jobs are kept, where their events are logged, where they run.
+"""The seams: where jobs and their events are kept, how a process listens to them, where
+jobs run.
 
-Each has an embedded implementation (SQLite + threads, :mod:`.embedded`) and a Redis
-one (:mod:`.redis`). The web layer and the worker see only these protocols.
+The data splits where the backends split it: a :class:`JobStore` keeps the job records
+and their events together (an event and the record it changes are one write), and an
+:class:`EventFeed` hands the events a store committed to the listeners of this process.
+:class:`EventLog` is what callers use as ``service.events``: the store's ``append`` and
+``read`` with the feed's ``listen`` (:class:`Events` puts them side by side).
+
+Each has an embedded implementation (SQLite, :mod:`.sqlite`, with threads for work:
+:mod:`.embedded`) and a Redis one (:mod:`.redis`). The web layer and the worker see
+only these protocols.
 """
 
 from __future__ import annotations
@@ -35,10 +43,17 @@ def name_matches(filename: str, q: str | None) -> bool:
 
 
 class JobStore(Protocol):
-    """Job records. Each change of status goes through :meth:`EventLog.append`."""
+    """Job records and their append-only events, kept so that the two always agree.
+
+    Every change of a job is an event: the store appends it and folds it into the record
+    (:func:`models.apply_event`) in one transaction. The operations that change a job's
+    status append their own event that way (``create``: ``job``/``queued``; ``claim``:
+    ``job``/``running``; ``cancel`` of a queued job: ``end``/``cancelled``); every other
+    event comes through :meth:`append`.
+    """
 
     def create(self, job: Job) -> Event:
-        """Save a new job and append its first event (``job`` / ``queued``)."""
+        """Save a new job with its first event (``job`` / ``queued``), which it returns."""
 
     def get(self, job_id: str) -> Job | None: ...
 
@@ -59,11 +74,12 @@ class JobStore(Protocol):
         """
 
     def claim(self, job_id: str) -> Job | None:
-        """Atomically move a queued job to running as its next attempt (``Job.attempt``);
-        None if it is not queued any more."""
+        """Atomically move a queued job to running as its next attempt (``Job.attempt``),
+        appending its ``running`` event; None if it is not queued any more."""
 
     def cancel(self, job_id: str) -> Job:
-        """End a queued job as cancelled, or flag a running one; raises NotFound/Conflict."""
+        """End a queued job as cancelled (its ``end`` event), or flag a running one;
+        raises NotFound/Conflict."""
 
     def cancel_requested(self, job_id: str) -> bool: ...
 
@@ -78,10 +94,6 @@ class JobStore(Protocol):
 
     def count_queued(self) -> int: ...
 
-
-class EventLog(Protocol):
-    """Append-only events per job, with replay from an id and live follow."""
-
     def append(
         self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
     ) -> Event:
@@ -91,25 +103,47 @@ class EventLog(Protocol):
         when that attempt is not the job's running one, or when the job has ended.
         """
 
-    def read(self, job_id: str, after: int = 0) -> list[Event]: ...
+    def read(self, job_id: str, after: int = 0) -> list[Event]:
+        """The job's events after ``after``, oldest first (ids are contiguous from 1)."""
 
-    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        """Events after ``after``; blocks up to ``timeout`` seconds while there are none."""
+
+class EventFeed(Protocol):
+    """Live events for the listeners of this process (an SSE stream, ``xmlflow run``)."""
 
     def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
-        """``follow`` for a whole stream: each batch after the last, [] after ``timeout`` s
-        of quiet, until the log closes; the caller closes the generator when done."""
+        """Each batch of the job's events after ``after`` (the first may be a replay), []
+        after ``timeout`` s of quiet, until the feed closes; the caller closes the
+        generator when done. One registration for the whole stream, not one per batch."""
 
 
-def following(
-    follow: Callable[[str, int, float], list[Event]], job_id: str, after: int, timeout: float
-) -> Generator[list[Event], None, None]:
-    """``listen`` as ``follow`` in a loop, for logs with nothing to keep between batches."""
-    while True:
-        events = follow(job_id, after, timeout)
-        if events:
-            after = events[-1].id
-        yield events
+class EventLog(Protocol):
+    """``service.events``: a job's events, appended, read, and listened to."""
+
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        """:meth:`JobStore.append`."""
+
+    def read(self, job_id: str, after: int = 0) -> list[Event]:
+        """:meth:`JobStore.read`."""
+
+    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
+        """:meth:`EventFeed.listen`."""
+
+
+class Events:
+    """The :class:`EventLog` of a backend: its store's ``append``/``read``, its feed's
+    ``listen``, taken as they are (bound methods, no call in between: every event and
+    every wake-up of a stream goes through them)."""
+
+    def __init__(
+        self, store: JobStore, feed: EventFeed, listeners: Callable[[], int] | None = None
+    ) -> None:
+        self.append = store.append
+        self.read = store.read
+        self.listen = feed.listen
+        # the feed's count of listener registrations, where it keeps one (``/metrics``)
+        self.listeners = listeners
 
 
 class Executor(Protocol):

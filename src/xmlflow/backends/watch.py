@@ -56,3 +56,12 @@ class Watch:
         if not memory or memory[0].id > after + 1:
             return None
         return list(memory[after + 1 - memory[0].id :])  # ids in memory are contiguous
+
+
+def leave(lock: threading.Lock, watches: dict[str, Watch], job_id: str, watch: Watch) -> None:
+    """One listener of ``watch`` is done; the last one takes the watch away (the next
+    listener of the job starts a new one)."""
+    with lock:
+        watch.listeners -= 1
+        if watch.listeners == 0 and watches.get(job_id) is watch:
+            del watches[job_id]

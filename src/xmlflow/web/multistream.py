@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from prometheus_client import Gauge
 
 from .. import sse
-from ..backends.base import EventLog
+from ..backends.base import EventFeed
 from ..models import Event, EventType, Job
 from ..service import Service
 
@@ -121,7 +121,7 @@ def _drain(inbox: queue.SimpleQueue[_Item]) -> list[_Item]:
 
 
 def _start_pump(
-    events: EventLog,
+    events: EventFeed,
     index: int,
     job: Followed,
     inbox: queue.SimpleQueue[_Item],
@@ -137,7 +137,7 @@ def _start_pump(
 
 
 def _pump(
-    event_log: EventLog,
+    feed: EventFeed,
     index: int,
     job_id: str,
     after: int,
@@ -147,7 +147,7 @@ def _pump(
 ) -> None:
     """Follow one job for the stream until its end, the stream's close, or the log's."""
     try:
-        with closing(event_log.listen(job_id, after, timeout)) as batches:
+        with closing(feed.listen(job_id, after, timeout)) as batches:
             for batch in batches:
                 if stop.is_set():
                     return

@@ -3,49 +3,26 @@
 The only place that imports ``redis`` and ``rq``; :func:`xmlflow.backends.open_backend`
 imports it only when ``XMLFLOW_REDIS_URL`` is set. It is a package rather than one
 module so that each part stays short: :mod:`.keys` (the data model), :mod:`.store`
-(jobs and event appends), :mod:`.fanout` (following streams), :mod:`.jobs` (RQ,
-leases and the lost-worker monitor).
+(jobs and their events: the ``JobStore``), :mod:`.fanout` (following streams: the
+``EventFeed``), :mod:`.outbox` (webhook deliveries), :mod:`.jobs` (RQ, leases and the
+lost-worker monitor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ...models import Event, EventType
 from ...settings import Settings
-from ..base import Backend
+from ..base import Backend, Events
 from .fanout import BLOCK_MS, Follower
 from .jobs import LostJobMonitor, RQExecutor, lease_kept, run_worker
 from .store import RedisStore
 
-__all__ = ["RedisEventLog", "RedisStore", "lease_kept", "open_redis_backend", "run_worker"]
-
-
-class RedisEventLog:
-    """``EventLog``: appends and replays go to the store; following to the process's reader."""
-
-    def __init__(self, store: RedisStore, follower: Follower) -> None:
-        self.store = store
-        self.follower = follower
-
-    def append(
-        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
-    ) -> Event:
-        return self.store.append(job_id, type, data, attempt=attempt)
-
-    def read(self, job_id: str, after: int = 0) -> list[Event]:
-        return self.store.read(job_id, after)
-
-    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        return self.follower.follow(job_id, after, timeout)
-
-    def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
-        return self.follower.listen(job_id, after, timeout)
+__all__ = ["RedisStore", "lease_kept", "open_redis_backend", "run_worker"]
 
 
 POOL_SIZE = 100  # Redis connections per process; more requests than this wait their turn
@@ -75,18 +52,9 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return client
 
 
-def open_redis_backend(settings: Settings) -> Backend:
-    assert settings.redis_url
-    url = settings.redis_url
-    client = connect(url, socket_timeout=30)
-    retention = settings.retention_hours * 3600
-    store = RedisStore(
-        client,
-        retention=retention,
-        lease_ttl=settings.lease_seconds,
-        webhooks=bool(settings.webhook_url),
-    )
-    follower = Follower(
+def open_follower(url: str, client: redis.Redis, store: RedisStore) -> Follower:
+    """The process's reader of the streams (its ``EventFeed``), replaying from ``store``."""
+    return Follower(
         # The reader's own connection: no automatic retry (it reconnects itself), and a
         # socket timeout longer than its XREAD BLOCK.
         lambda: redis.Redis.from_url(
@@ -99,6 +67,20 @@ def open_redis_backend(settings: Settings) -> Backend:
         client,
         store.read,
     )
+
+
+def open_redis_backend(settings: Settings) -> Backend:
+    assert settings.redis_url
+    url = settings.redis_url
+    client = connect(url, socket_timeout=30)
+    retention = settings.retention_hours * 3600
+    store = RedisStore(
+        client,
+        retention=retention,
+        lease_ttl=settings.lease_seconds,
+        webhooks=bool(settings.webhook_url),
+    )
+    follower = open_follower(url, client, store)
     executor = RQExecutor(client, failure_ttl=int(retention))
     monitor = LostJobMonitor(store, executor, settings.data_dir.resolve(), settings.retries)
 
@@ -108,7 +90,7 @@ def open_redis_backend(settings: Settings) -> Backend:
 
     return Backend(
         store=store,
-        events=RedisEventLog(store, follower),
+        events=Events(store, follower),
         executor=executor,
         close=close,
         start=monitor.start,

@@ -31,7 +31,6 @@ second are 20,000 wake-ups a second), so, measured with ``bench/sse_load.py``:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -44,6 +43,7 @@ import redis
 
 from ...models import Event
 from ..watch import Watch as _Watch
+from ..watch import leave
 from .keys import Keys, event_id
 from .store import REDIS_DOWN, to_event
 
@@ -55,7 +55,7 @@ TICKS = 4  # ticker wake-ups per (shortest) keepalive period
 
 
 class Follower:
-    """``EventLog.follow`` for one process: the reader thread and its listeners."""
+    """``EventFeed`` for one process: the reader thread and its listeners."""
 
     def __init__(
         self,
@@ -78,17 +78,12 @@ class Follower:
 
     # -- the listener's side ---------------------------------------------------------------------
 
-    def follow(self, job_id: str, after: int, timeout: float) -> list[Event]:
-        """Events after ``after``, waiting up to ``timeout`` s; [] on timeout or shutdown."""
-        with contextlib.closing(self.listen(job_id, after, timeout)) as batches:
-            return next(batches, [])
-
     def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
         """Every batch of events after ``after``, [] after each ``timeout`` s of quiet.
 
         For as long as the caller iterates, until the follower closes. The listener is
-        registered once for all its batches (``follow`` in a loop would register and
-        unregister around every event), and each batch is read without the lock.
+        registered once for all its batches (not around every event), and each batch
+        is read without the lock.
         """
         if self._closed:
             return
@@ -141,10 +136,7 @@ class Follower:
         try:
             yield watch
         finally:
-            with self._lock:
-                watch.listeners -= 1
-                if watch.listeners == 0 and self._watches.get(job_id) is watch:
-                    del self._watches[job_id]
+            leave(self._lock, self._watches, job_id, watch)
 
     def _tick_at_most(self, tick: float) -> None:
         if tick < self._tick:

@@ -91,7 +91,8 @@ Decide = Callable[[Change], bool]  # returns False to leave the job as it is
 
 
 class RedisStore:
-    """JobStore, and the write/replay half of the EventLog (following is :mod:`.fanout`'s)."""
+    """``JobStore``: jobs and their events (appended and replayed; listening is
+    :mod:`.fanout`'s)."""
 
     def __init__(
         self, client: redis.Redis, *, retention: float, lease_ttl: float, webhooks: bool = False
@@ -233,7 +234,7 @@ class RedisStore:
         with _available():
             return int(self.r.zcard(Keys.by_status.format(JobStatus.QUEUED)))
 
-    # -- EventLog: append and replay -----------------------------------------------------------
+    # -- events: append and replay ------------------------------------------------------------
 
     def append(
         self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None

@@ -1,7 +1,8 @@
 """The embedded store's webhook outbox: a table in the same SQLite file as the jobs.
 
 :meth:`SqliteOutbox.add` runs inside the transaction that appends a job's ``end`` event
-(``SqliteStore._append``), so the delivery is committed with the end or not at all.
+(``SqliteStore._append`` in :mod:`.store`), so the delivery is committed with the end or
+not at all.
 
 A claim is a lease (``lease_until``) held by this process (``owner``, random per
 process). Only one embedded process serves a data folder (its lock), so a lease held by
@@ -16,8 +17,8 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from ..models import Event, Job
-from ..webhooks import Delivery, outbox_entry
+from ...models import Event, Job
+from ...webhooks import Delivery, outbox_entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_outbox (
