@@ -1,8 +1,9 @@
 """What a process's listeners of one job share: its recent events and one wake-up.
 
-Both event logs fan out the same way (one registration per stream, one wake-up per
-batch of events): the embedded one publishes what its process appended, the Redis one
-what its reader got from the stream. This is the part they have in common.
+Both backends' feeds fan out the same way (one registration per stream, one wake-up per
+batch of events): the embedded one (:mod:`.sqlite.listeners`) publishes what its process
+appended, the Redis one (:mod:`.redis.fanout`) what its reader got from the stream. This
+is the part they have in common.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 this process, through memory.
 
 The writer of an event hands it over right after its commit (``SqliteStore.on_commit``);
-another process's writes (``xmlflow run`` beside a server, a second store on the file)
-are read from the file by the ticker, once a second.
+what another process writes (a second store on the same file) is read from the file
+by the ticker, once a second.
 """
 
 from __future__ import annotations
