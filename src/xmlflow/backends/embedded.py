@@ -10,7 +10,6 @@ read from the file once a second.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import sys
 import threading
@@ -36,6 +35,7 @@ from ..models import (
 )
 from ..settings import Settings
 from .base import Backend, name_matches, status_set
+from .local import EmbeddedDuties, ThreadExecutor
 from .sqlite_outbox import SqliteOutbox
 
 log = logging.getLogger(__name__)
@@ -524,48 +524,17 @@ def _load(doc: bytes) -> Job:
     return Job.from_dict(orjson.loads(doc))
 
 
-class ThreadExecutor:
-    """A fixed number of worker threads taking job ids from an unbounded FIFO queue.
-
-    Back-pressure is not this queue's business: the web layer refuses uploads past
-    ``XMLFLOW_MAX_QUEUED`` by counting queued jobs in the store.
-    """
-
-    def __init__(self, run_job: Callable[[str], None], workers: int) -> None:
-        self._run_job = run_job
-        self._closed = threading.Event()
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"xmlflow-worker-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def submit(self, job_id: str) -> None:
-        self._queue.put(job_id)
-
-    def _work(self) -> None:
-        while (job_id := self._queue.get()) is not None and not self._closed.is_set():
-            try:
-                self._run_job(job_id)
-            except Exception:
-                log.exception("job %s crashed its worker thread", job_id)
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Start no more jobs (queued ones stay queued for the next start); let running ones end."""
-        self._closed.set()
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for t in self._threads:
-                t.join()
-
-
 def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(settings.data_dir / "xmlflow.db", webhooks=bool(settings.webhook_url))
     executor = ThreadExecutor(run_job, settings.workers)
+    duties = EmbeddedDuties(settings.data_dir.resolve(), executor)
     return Backend(
-        store=store, events=store, executor=executor, close=executor.shutdown, outbox=store.outbox
+        name="sqlite",
+        store=store,
+        events=store,
+        executor=executor,
+        start=duties.start,
+        close=duties.close,
+        outbox=store.outbox,
     )

@@ -4,7 +4,7 @@ The only place that imports ``redis`` and ``rq``; :func:`xmlflow.backends.open_b
 imports it only when ``XMLFLOW_REDIS_URL`` is set. It is a package rather than one
 module so that each part stays short: :mod:`.keys` (the data model), :mod:`.store`
 (jobs and event appends), :mod:`.fanout` (following streams), :mod:`.jobs` (RQ,
-leases and the lost-worker monitor).
+leases and the lost-worker monitor), :mod:`.worker` (``xmlflow worker`` and the RQ job).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from redis.retry import Retry
 
 from ...models import Event, EventType
 from ...settings import Settings
-from ..base import Backend
+from ..base import Backend, TakeOver
 from .fanout import BLOCK_MS, Follower
-from .jobs import LostJobMonitor, RQExecutor, lease_kept, run_worker
+from .jobs import LostJobMonitor, RQExecutor, lease_kept
 from .store import RedisStore
 
-__all__ = ["RedisEventLog", "RedisStore", "lease_kept", "open_redis_backend", "run_worker"]
+__all__ = ["RedisEventLog", "RedisStore", "lease_kept", "open_redis_backend"]
 
 
 class RedisEventLog:
@@ -102,15 +102,21 @@ def open_redis_backend(settings: Settings) -> Backend:
     executor = RQExecutor(client, failure_ttl=int(retention))
     monitor = LostJobMonitor(store, executor, settings.data_dir.resolve(), settings.retries)
 
+    def start(take_over: TakeOver) -> None:
+        monitor.start()
+        take_over(False)  # shared: other processes serve the same data folder
+
     def close() -> None:
         monitor.stop()
         follower.close()
 
     return Backend(
+        name="redis",
         store=store,
         events=RedisEventLog(store, follower),
         executor=executor,
+        start=start,
         close=close,
-        start=monitor.start,
+        guard=lambda job: lease_kept(store, job.id, job.attempt),
         outbox=store.outbox,
     )
