@@ -33,7 +33,7 @@ def test_an_app_that_was_not_started_leaves_its_jobs_queued(tmp_path: Path) -> N
         )
         assert response.status_code == 202, response.json
         job_id = response.json["jobs"][0]["id"]
-        time.sleep(0.5)  # a started runner would have claimed it by now
+        time.sleep(0.3)  # a started runner would have claimed it by now
         assert client.get(f"/api/jobs/{job_id}").json["status"] == "queued"
     finally:
         app.extensions["xmlflow"].close()
