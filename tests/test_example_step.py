@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from xmlflow.models import JobStatus, StepSpec
-from xmlflow.pipeline import JobRun
+from xmlflow.pipeline import JobRun, RunPlan
 
 from .conftest import REPO
 
@@ -14,16 +14,16 @@ from .conftest import REPO
 def run_example(tmp_path: Path, xml: bytes) -> tuple[JobStatus, str | None, Path]:
     source = tmp_path / "source"
     source.write_bytes(xml)
-    run = JobRun(
+    plan = RunPlan(
         job_id="j",
         specs=[StepSpec("count_elements", "Count", "run_count_elements_step")],
         source=source,
         workdir=tmp_path / "work",
         outdir=tmp_path / "out",
         filename="doc.xml",
-        emit=lambda type, data: None,
         steps_dir=REPO / "processing_steps",
     )
+    run = JobRun(plan, emit=lambda type, data: None)
     status, error = run.run()
     return status, error, tmp_path / "out" / "doc.counts.json"
 

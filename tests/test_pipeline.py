@@ -12,7 +12,7 @@ import pytest
 
 from xmlflow.errors import ConfigError, StepLoadError
 from xmlflow.models import EventType, JobStatus, StepSpec
-from xmlflow.pipeline import JobRun, check_pipelines, load_step, upload_options
+from xmlflow.pipeline import JobRun, RunPlan, check_pipelines, load_step, upload_options
 from xmlflow.step import JsonType, UploadOption
 
 from .conftest import write_config
@@ -30,22 +30,26 @@ class Recorder:
 
 
 def make_run(
-    tmp_path: Path, specs: list[StepSpec], steps_dir: Path | None = None, **kwargs: Any
+    tmp_path: Path,
+    specs: list[StepSpec],
+    steps_dir: Path | None = None,
+    step_timeout: float | None = None,
+    **kwargs: Any,
 ) -> tuple[JobRun, Recorder]:
     source = tmp_path / "source"
     source.write_bytes(b"<a>hello</a>")
     recorder = Recorder()
-    run = JobRun(
+    plan = RunPlan(
         job_id="j1",
         specs=specs,
         source=source,
         workdir=tmp_path / "work",
         outdir=tmp_path / "out",
         filename="doc.xml",
-        emit=recorder,
         steps_dir=steps_dir,
-        **kwargs,
+        step_timeout=step_timeout,
     )
+    run = JobRun(plan, emit=recorder, **kwargs)
     return run, recorder
 
 
@@ -85,8 +89,8 @@ def test_source_and_scratch_are_deleted_after_success_and_failure(tmp_path: Path
     for specs in ([StepSpec("cleanup", "C", "run_cleanup_step")], [StepSpec("boom", "B", "run")]):
         run, _ = make_run(tmp_path, specs, steps_dir)
         run.run()
-        assert not run.source.exists()
-        assert not run.workdir.exists()
+        assert not run.plan.source.exists()
+        assert not run.plan.workdir.exists()
 
 
 def test_a_raising_step_fails_the_job_and_skips_the_rest(tmp_path: Path) -> None:

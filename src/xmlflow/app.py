@@ -9,7 +9,6 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import BackendUnavailable, XmlflowError, is_backend_outage
-from .leftovers import remove_shared_leftovers
 from .service import Service
 from .settings import load_settings
 from .web import api, auth, health, metrics, openapi, security, stream, ui
@@ -42,8 +41,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, start: bool = True)
     app.teardown_request(_discard_unclaimed_uploads)
     if start:
         service.start()
-        if settings.redis_url:
-            remove_shared_leftovers(service.data_dir, service.store)
     return app
 
 

@@ -180,11 +180,11 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--name", default=None, help="The RQ worker's name (default: host, pid, random).")
 def worker(burst: bool, name: str | None) -> None:
     """Run jobs from Redis (needs XMLFLOW_REDIS_URL); start as many as you like, anywhere."""
-    from .rqjobs import work
+    from .backends import run_rq_worker
     from .settings import load_settings
 
     try:
-        work(load_settings(), burst=burst, name=name)
+        run_rq_worker(load_settings(), burst=burst, name=name)
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from exc
 

@@ -1,4 +1,8 @@
-"""Run one job's pipeline in a child process, and survive whatever the steps do.
+"""Isolation: run one job's plan in a child process, and survive whatever the steps do.
+
+The plan and the run itself are :mod:`xmlflow.pipeline`'s; the claim before it and the
+``end`` after it are :mod:`xmlflow.jobrun`'s. This module owns only the child: its
+start, its limits, the pipe that relays its events, and stopping it.
 
 Steps are user code: they may hang in C, eat memory or call ``os._exit``. In a
 thread of the web process any of those would take the server down or leave a
@@ -36,80 +40,25 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from .inputs import Limits, use_limits
 from .models import (
     CANCELLED_BY_REQUEST,
     INTERRUPTED,
     EventType,
     JobStatus,
-    StepSpec,
     StepStatus,
     Superseded,
     step_event,
 )
-from .pipeline import JobRun
-from .step import Output
+from .pipeline import RunPlan, RunResult, run_plan
 
 log = logging.getLogger(__name__)
 Emit = Callable[[EventType, dict[str, Any]], object]  # what it returns is ignored
 STOP_GRACE = 1.0  # seconds a cancelled or overdue step gets to stop by itself
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL
 POLL = 0.1  # seconds between the parent's looks at cancel, deadline and the child
-
-
-@dataclass
-class RunPlan:
-    """Everything a child needs to run a job: picklable, no connections."""
-
-    job_id: str
-    specs: list[StepSpec]
-    source: Path
-    workdir: Path
-    outdir: Path
-    filename: str
-    steps_dir: Path | None = None
-    config_dir: Path | None = None
-    job_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    step_timeout: float | None = None
-    memory_mb: float | None = None
-    log_level: int = logging.INFO
-    input_limits: Limits = field(default_factory=Limits)
-
-    def job_run(self, emit: Emit, is_cancelled: Callable[[], bool]) -> JobRun:
-        use_limits(self.input_limits, self.source, self.filename)  # caps on decompressing
-        return JobRun(
-            job_id=self.job_id,
-            specs=self.specs,
-            source=self.source,
-            workdir=self.workdir,
-            outdir=self.outdir,
-            filename=self.filename,
-            emit=emit,
-            is_cancelled=is_cancelled,
-            steps_dir=self.steps_dir,
-            config_dir=self.config_dir,
-            job_options=self.job_options,
-            step_timeout=self.step_timeout,
-        )
-
-
-@dataclass
-class RunResult:
-    status: JobStatus
-    error: str | None
-    outputs: list[Output] = field(default_factory=list)
-
-
-def run_in_process(plan: RunPlan, emit: Emit, is_cancelled: Callable[[], bool]) -> RunResult:
-    """Run the plan here, in this process (RQ's work-horse is already a child of its own)."""
-    run = plan.job_run(emit, is_cancelled)
-    status, error = run.run()
-    return RunResult(status, error, list(run.outputs.values()))
 
 
 _context_lock = threading.Lock()
@@ -169,7 +118,7 @@ def run_isolated(
         child.start()
         _children.add(child)
     child_end.close()
-    watch = _Watch(plan, emit)
+    watch = _Supervisor(plan, emit)
     try:
         result = watch.follow(parent_end, child, is_cancelled, abandoned)
     finally:
@@ -184,7 +133,7 @@ def run_isolated(
     return result
 
 
-class _Watch:
+class _Supervisor:
     """The parent's side: relays events, forwards cancel, stops an overdue or cancelled child."""
 
     def __init__(self, plan: RunPlan, emit: Emit) -> None:
@@ -334,7 +283,7 @@ def _child_main(plan: RunPlan, conn: Connection) -> None:
             os._exit(1)
 
     try:
-        result = run_in_process(plan, emit, cancelled.is_set)
+        result = run_plan(plan, emit, cancelled.is_set)
     except MemoryError:
         result = RunResult(JobStatus.FAILED, "out of memory (XMLFLOW_JOB_MEMORY_MB)")
     with contextlib.suppress(OSError):

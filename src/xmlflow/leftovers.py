@@ -31,14 +31,12 @@ from pathlib import Path
 from typing import IO
 
 from .backends import JobStore
+from .jobfiles import INCOMING, JobFiles, all_jobs
 from .models import JobStatus
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER = 120.0  # seconds; longer than any Redis timeout a live submission waits
-# a run's own folder, and what Context.open_output writes (in a run's folder, or before
-# runs had folders, in the job's)
-RUN_FILES = ("attempt-*", "out/.partial-*.tmp", "work/.partial-*.tmp")
 
 
 def hold(path: Path) -> IO[bytes]:
@@ -54,9 +52,9 @@ def remove_leftovers(data_dir: Path, store: JobStore, *, exclusive: bool) -> int
     Returns how many files or folders were removed.
     """
     cutoff = time.time() - (0 if exclusive else STALE_AFTER)
-    removed = _incoming(data_dir / "incoming", cutoff)
-    for job_dir in sorted((data_dir / "jobs").iterdir()):
-        removed += _job_leftovers(job_dir, store, cutoff)
+    removed = _incoming(data_dir / INCOMING, cutoff)
+    for files in all_jobs(data_dir):
+        removed += _job_leftovers(files, store, cutoff)
     if removed:
         log.warning("start-up: removed %d file(s) left by a killed process", removed)
     return removed
@@ -76,14 +74,14 @@ def _incoming(folder: Path, cutoff: float) -> int:
     return removed
 
 
-def _job_leftovers(job_dir: Path, store: JobStore, cutoff: float) -> int:
-    leftovers = [p for pattern in RUN_FILES for p in job_dir.glob(pattern)]
+def _job_leftovers(files: JobFiles, store: JobStore, cutoff: float) -> int:
+    leftovers = files.run_files()
     read_at = time.time()
-    job = store.get(job_dir.name) if job_dir.name.isalnum() else None
+    job = store.get(files.job_id) if files.job_id.isalnum() else None
     if job is None:
-        if job_dir.stat().st_mtime > cutoff:
+        if files.dir.stat().st_mtime > cutoff:
             return 0  # being submitted right now, perhaps
-        shutil.rmtree(job_dir, ignore_errors=True)
+        files.remove()
         return 1
     if job.status is JobStatus.RUNNING:
         return 0

@@ -24,8 +24,9 @@ from .client import umask
 from .errors import Unprocessable, XmlflowError
 from .models import Event, EventType
 from .progress import FileJob, Reporter
-from .service import Service, check_job_options
+from .service import Service, Upload
 from .settings import Settings
+from .upload_options import check_job_options
 
 POLL_INTERVAL = 0.05  # seconds between looks at the event log while jobs run
 
@@ -85,9 +86,10 @@ class LocalRun:
         jobs = [FileJob(f, size=f.stat().st_size) for f in files]
         with tempfile.TemporaryDirectory(prefix="xmlflow-run-") as tmp:
             settings = self.settings.replace(
-                data_dir=Path(tmp), max_queued=len(files) + 1, redis_url=None
+                data_dir=Path(tmp), max_queued=len(files) + 1, redis_url=None, webhook_url=None
             )
             service = Service(settings)
+            service.start()  # its runner threads
             try:
                 self._submit(service, jobs)
                 self.reporter.start(jobs, len(settings.pipelines[self.pipeline]))
@@ -101,14 +103,15 @@ class LocalRun:
         return jobs
 
     def _submit(self, service: Service, jobs: list[FileJob]) -> None:
+        uploads = []
         for job in jobs:
             path, stream = service.incoming_file()
             stream.close()
             shutil.copyfile(job.source, path)  # in the kernel (sendfile), not through Python
-            submitted = service.submit(
-                path, job.source.name, pipeline=self.pipeline, options=self.options
-            )
-            job.job_id = submitted.id
+            uploads.append(Upload(path, job.source.name))
+        submitted = service.submit_many(uploads, pipeline=self.pipeline, options=self.options)
+        for job, created in zip(jobs, submitted, strict=True):
+            job.job_id = created.id
 
     def _follow(self, service: Service, jobs: list[FileJob], timeout: float | None = None) -> None:
         """Read each job's new events from the log, as a stream would, until all ended."""
@@ -139,7 +142,7 @@ class LocalRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         copied = []
         for output in outputs:
-            source = service.job_dir(job.job_id) / "out" / output["name"]
+            source = service.files(job.job_id).out / output["name"]
             target = self._target(output["name"], job)
             try:  # the run's folder is temporary: move the output out, no copy
                 os.replace(source, target)

@@ -1,5 +1,10 @@
 """Find steps and run them in order. No Flask, no storage: events go to a callback.
 
+A job's run is described once, by a :class:`RunPlan` (what the service decides: files,
+steps, options, limits), and carried out by a :class:`JobRun` that takes the plan as it
+is; :func:`run_plan` does both in the current process (the job's child process calls it,
+see :mod:`xmlflow.jobprocess`).
+
 Steps load through one path, user folder first (``processing_steps/<id>.py`` beside
 ``config.py``), then xmlflow's built-ins (``xmlflow.steps.<id>``) — the way Sphinx
 loads its built-in extensions through the same registry as third-party ones.
@@ -31,6 +36,7 @@ from .errors import (
     StepLoadError,
     StepTimeout,
 )
+from .inputs import Limits, use_limits
 from .models import (
     CANCELLED_BY_REQUEST,
     EventType,
@@ -176,9 +182,9 @@ def _options_context(
     )
 
 
-@dataclass
-class JobRun:
-    """One job's run through its pipeline; emits the events of ARCHITECTURE.md."""
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs to know, decided by the service: picklable, no connections."""
 
     job_id: str
     specs: Sequence[StepSpec]
@@ -186,23 +192,48 @@ class JobRun:
     workdir: Path
     outdir: Path
     filename: str
-    emit: Emit
-    is_cancelled: Callable[[], bool] = lambda: False
     steps_dir: Path | None = None
     config_dir: Path | None = None
     job_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     step_timeout: float | None = None
+    memory_mb: float | None = None  # the job process's cap (XMLFLOW_JOB_MEMORY_MB)
+    log_level: int = logging.INFO  # the job process's, as its parent's
+    input_limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class RunResult:
+    status: JobStatus
+    error: str | None
+    outputs: list[Output] = field(default_factory=list)
+
+
+def run_plan(plan: RunPlan, emit: Emit, is_cancelled: Callable[[], bool]) -> RunResult:
+    """Run the plan here, in this process, with its caps on decompressing."""
+    use_limits(plan.input_limits, plan.source, plan.filename)
+    run = JobRun(plan, emit, is_cancelled)
+    status, error = run.run()
+    return RunResult(status, error, list(run.outputs.values()))
+
+
+@dataclass
+class JobRun:
+    """One job's run through its pipeline; emits ``step`` and ``progress`` events."""
+
+    plan: RunPlan
+    emit: Emit
+    is_cancelled: Callable[[], bool] = lambda: False
     rng: random.Random = field(default_factory=random.Random)
     outputs: dict[str, Output] = field(default_factory=dict)
 
     def run(self) -> tuple[JobStatus, str | None]:
         """Run every step; always cleans up, and returns the final status and error."""
         status, error = JobStatus.SUCCEEDED, None
-        current = self.source
+        current = self.plan.source
         try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.outdir.mkdir(parents=True, exist_ok=True)
-            for index, spec in enumerate(self.specs):
+            self.plan.workdir.mkdir(parents=True, exist_ok=True)
+            self.plan.outdir.mkdir(parents=True, exist_ok=True)
+            for index, spec in enumerate(self.plan.specs):
                 if status is not JobStatus.SUCCEEDED:
                     self._step_event(index, spec, StepStatus.SKIPPED)
                     continue
@@ -216,7 +247,7 @@ class JobRun:
     ) -> tuple[JobStatus, str | None, Path]:
         started = time.monotonic()
         self._step_event(index, spec, StepStatus.RUNNING)
-        deadline = started + self.step_timeout if self.step_timeout else None
+        deadline = started + self.plan.step_timeout if self.plan.step_timeout else None
         ctx = self._context(index, spec, current, deadline)
         try:
             self._wait_delay(spec.delay, deadline)
@@ -224,7 +255,7 @@ class JobRun:
                 raise InjectedFailure(
                     f"injected failure: step {spec.id!r} has error_chance={spec.error_chance}"
                 )
-            load_step(spec, self.steps_dir)(ctx)
+            load_step(spec, self.plan.steps_dir)(ctx)
             if self.is_cancelled():
                 raise JobCancelled("cancelled")
         except JobCancelled:
@@ -246,16 +277,16 @@ class JobRun:
     def _context(
         self, index: int, spec: StepSpec, current: Path, deadline: float | None
     ) -> StepContext:
-        options = {**spec.options, **self.job_options.get(spec.id, {})}
+        options = {**spec.options, **self.plan.job_options.get(spec.id, {})}
         return StepContext(
-            job_id=self.job_id,
+            job_id=self.plan.job_id,
             step_id=spec.id,
             input=current,
-            workdir=self.workdir,
-            outdir=self.outdir,
-            filename=self.filename,
+            workdir=self.plan.workdir,
+            outdir=self.plan.outdir,
+            filename=self.plan.filename,
             options=options,
-            config_dir=self.config_dir,
+            config_dir=self.plan.config_dir,
             log=logging.getLogger(f"xmlflow.steps.{spec.id}"),
             _report=_Throttle(index, self.emit),
             _is_cancelled=lambda: self._check(deadline),
@@ -264,7 +295,7 @@ class JobRun:
     def _check(self, deadline: float | None) -> bool:
         if deadline is not None and time.monotonic() > deadline:
             raise StepTimeout(
-                f"step timed out after {self.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT)"
+                f"step timed out after {self.plan.step_timeout:g} s (XMLFLOW_STEP_TIMEOUT)"
             )
         return self.is_cancelled()
 
@@ -285,13 +316,15 @@ class JobRun:
         error: str | None = None,
     ) -> None:
         elapsed = None if started is None else time.monotonic() - started
-        self.emit(*step_event(index, len(self.specs), spec, status, elapsed=elapsed, error=error))
+        self.emit(
+            *step_event(index, len(self.plan.specs), spec, status, elapsed=elapsed, error=error)
+        )
 
     def _clean_up(self) -> None:
         """Delete the uploaded source and the scratch folder: only outputs are kept."""
         with contextlib.suppress(FileNotFoundError):
-            self.source.unlink()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+            self.plan.source.unlink()
+        shutil.rmtree(self.plan.workdir, ignore_errors=True)
 
 
 def describe_failure(spec: StepSpec, exc: BaseException) -> str:

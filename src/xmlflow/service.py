@@ -1,55 +1,43 @@
 """The service: settings, a backend and the job files, and what happens to a job around its run.
 
-The web layer, the CLI and every worker build one :class:`Service` and go through it;
-it owns the layout of ``XMLFLOW_DATA_DIR``::
-
-    data/xmlflow.db             embedded job store and event log
-    data/incoming/              uploads being received (renamed into place when complete)
-    data/jobs/<id>/source       the uploaded file, deleted when the job ends
-    data/jobs/<id>/attempt-<n>/ the n-th run's own folder (source link, work/, out/),
-                                deleted when that run ends
-    data/jobs/<id>/out/         outputs of the run that succeeded, moved here from its
-                                attempt folder; kept until the retention period ends
+The web layer, the CLI and every worker build one :class:`Service` and go through it.
+Input is checked here once (:meth:`Service.submit_many`: pipeline, options, room in the
+queue, all or nothing); a job's run is :mod:`xmlflow.jobrun`'s; its files are laid out
+by :mod:`xmlflow.jobfiles`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import secrets
-import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from .backends import Backend, EventLog, JobStore, open_backend
-from .errors import Conflict, NotFound, QueueFull, is_backend_outage
+from .errors import BadRequest, ConfigError, Conflict, NotFound, QueueFull, is_backend_outage
+from .jobfiles import JobFiles, incoming_file, make_folders
 from .jobprocess import kill_children
-from .leftovers import remove_leftovers
-from .models import Job, JobStatus, interrupted_end
+from .jobrun import JobRunner
+from .leftovers import remove_leftovers, remove_shared_leftovers
+from .models import Event, EventType, Job, JobStatus, StepSpec, interrupted_end
 from .pipeline import check_pipelines
-from .settings import Settings
+from .settings import DEFAULT_PIPELINE, Settings
 from .step import safe_output_name
-from .upload_options import check_job_options as check_job_options
+from .upload_options import check_job_options
 from .webhooks import WebhookSender, sender_for
 
 log = logging.getLogger(__name__)
+Observer = Callable[[Event], None]
 
 
 def new_job_id() -> str:
     """128 random bits: job ids are unguessable, since knowing one gives its outputs."""
     return secrets.token_hex(16)
-
-
-def output_url(job_id: str, name: str) -> str:
-    """The download path of an output, percent-encoded once: a name may hold ``#``, ``%``,
-    spaces or any Unicode, and every client (browser, curl, httpx) must get it back intact."""
-    from urllib.parse import quote  # local: the one user in this module
-
-    return f"/api/jobs/{quote(job_id, safe='')}/outputs/{quote(name, safe='')}"
 
 
 def display_name(name: str | None) -> str:
@@ -60,20 +48,28 @@ def display_name(name: str | None) -> str:
         return "upload.xml"
 
 
+@dataclass(frozen=True)
+class Upload:
+    """One document to become a job: its completely received file, the client's name for
+    it, and the zip it came from (the page shows a zip's members together)."""
+
+    path: Path
+    name: str | None
+    group: str | None = None
+
+
 class Service:
     """One per process: the settings, the backend, and the job files."""
 
-    def __init__(self, settings: Settings, *, start_workers: bool = True) -> None:
-        from .worker import execute_job
-
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.data_dir = settings.data_dir.resolve()
-        for sub in ("incoming", "jobs"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+        make_folders(self.data_dir)
         check_pipelines(settings.pipelines, settings.steps_dir, settings.config_dir)
-        self.backend: Backend = open_backend(settings, lambda job_id: execute_job(self, job_id))
+        self.backend: Backend = open_backend(settings, self.run_job)
+        self.runner = JobRunner(settings, self.backend.store, self.append, self.backend.guard)
+        self._observers: list[Observer] = []
         self._stop = threading.Event()
-        self._lock_file: IO[bytes] | None = None
         self.webhooks: WebhookSender | None = sender_for(settings, self.backend.outbox)
 
     @property
@@ -84,70 +80,100 @@ class Service:
     def events(self) -> EventLog:
         return self.backend.events
 
-    # -- files ---------------------------------------------------------------------------------
+    # -- events ----------------------------------------------------------------------------------
 
-    def job_dir(self, job_id: str) -> Path:
-        if not job_id.isalnum():
-            raise NotFound(f"no job {job_id!r}")
-        return self.data_dir / "jobs" / job_id
+    def append(
+        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
+    ) -> Event:
+        """Append an event (see :meth:`EventLog.append`) and show it to the observers."""
+        event = self.events.append(job_id, type, data, attempt=attempt)
+        for observe in self._observers:
+            observe(event)
+        return event
 
-    def attempt_dir(self, job_id: str, attempt: int) -> Path:
-        """The folder of one run of the job: a superseded run writes only there."""
-        return self.job_dir(job_id) / f"attempt-{attempt}"
+    def add_observer(self, observe: Observer) -> None:
+        """Call ``observe`` with each event this process appends (``/metrics`` counts them);
+        it must not raise: a failing observer must never fail a job."""
+        self._observers.append(observe)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def files(self, job_id: str) -> JobFiles:
+        """The job's files; raises :class:`NotFound` for an id that cannot be a job's."""
+        return JobFiles.checked(self.data_dir, job_id)
 
     def incoming_file(self) -> tuple[Path, IO[bytes]]:
         """A new, private file to receive an upload into."""
-        path = self.data_dir / "incoming" / f"{secrets.token_hex(16)}.part"
-        return path, open(path, "xb")  # noqa: SIM115 - the caller closes it
+        return incoming_file(self.data_dir)
 
     def output_path(self, job: Job, name: str) -> Path:
         """The file of one of the job's outputs; only names the job registered are served."""
         if name not in {o.name for o in job.outputs}:
             raise NotFound(f"job {job.id} has no output {name!r}")
-        path = self.job_dir(job.id) / "out" / name
+        path = self.files(job.id).out / name
         if not path.is_file():
             raise NotFound(f"output {name!r} of job {job.id} is gone (retention ended?)")
         return path
 
     # -- jobs ------------------------------------------------------------------------------------
 
-    def submit(
+    def submit_many(
         self,
-        received: Path,
-        filename: str | None,
+        uploads: Sequence[Upload],
         *,
         pipeline: str | None = None,
         options: dict[str, dict[str, Any]] | None = None,
-        group: str | None = None,
-    ) -> Job:
-        """Turn a completely received upload into a queued job and hand it to the executor.
+    ) -> list[Job]:
+        """Turn completely received uploads into queued jobs and hand them to the executor.
 
-        ``group`` names the zip the file was a member of (the page shows them together).
+        Everything is checked first, for all of them: the pipeline (400), the options
+        (422, :mod:`xmlflow.upload_options`) and room in the queue (503): every upload
+        becomes a job, or none does, and a client never has to guess which. The files
+        of the uploads are moved, not copied.
         """
-        specs = self.settings.pipeline(pipeline)
-        check_job_options(options or {}, specs, self.settings)
-        if self.store.count_queued() >= self.settings.max_queued:
+        specs = self._pipeline(pipeline)
+        options = options or {}
+        check_job_options(options, specs, self.settings)
+        self._check_room(len(uploads))
+        name = pipeline or DEFAULT_PIPELINE
+        return [self._submit(upload, name, specs, options) for upload in uploads]
+
+    def _pipeline(self, name: str | None) -> list[StepSpec]:
+        try:
+            return self.settings.pipeline(name)
+        except ConfigError as exc:  # the client's mistake here, not the config's
+            raise BadRequest(exc.message, details=exc.details) from None
+
+    def _check_room(self, count: int) -> None:
+        waiting = self.store.count_queued()
+        limit = self.settings.max_queued
+        if waiting + count > limit:
             raise QueueFull(
-                f"{self.settings.max_queued} jobs are already waiting (XMLFLOW_MAX_QUEUED); "
-                "try again shortly",
+                f"{waiting} job(s) are waiting and the limit is {limit} "
+                f"(XMLFLOW_MAX_QUEUED): {count} more do not fit; try again shortly",
                 retry_after=5,
+                details={"queued": waiting, "max_queued": limit},
             )
+
+    def _submit(
+        self, upload: Upload, pipeline: str, specs: list[StepSpec], options: dict[str, Any]
+    ) -> Job:
         job = Job(
             id=new_job_id(),
-            filename=display_name(filename),
-            size=received.stat().st_size,
-            pipeline_name=pipeline or "default",
+            filename=display_name(upload.name),
+            size=upload.path.stat().st_size,
+            pipeline_name=pipeline,
             pipeline=specs,
-            options=options or {},
-            group=group,
+            options=options,
+            group=upload.group,
         )
-        job_dir = self.job_dir(job.id)
-        job_dir.mkdir(parents=True)
-        os.replace(received, job_dir / "source")
+        files = JobFiles(self.data_dir, job.id)
+        files.dir.mkdir(parents=True)
+        os.replace(upload.path, files.source)
         try:
             self.store.create(job)
         except BaseException:  # no record (Redis out of memory, say): then no file either
-            shutil.rmtree(job_dir, ignore_errors=True)
+            files.remove()
             raise
         try:
             self.backend.executor.submit(job.id)
@@ -158,10 +184,14 @@ class Service:
             log.warning("job %s: recorded but not enqueued (%s); the monitor will", job.id, exc)
         return job
 
+    def run_job(self, job_id: str, *, start_method: str = "forkserver") -> None:
+        """What the executor calls for each job id: see :class:`xmlflow.jobrun.JobRunner`."""
+        self.runner.run(job_id, start_method=start_method)
+
     def cancel(self, job_id: str) -> Job:
         job = self.store.cancel(job_id)
         if job.status is JobStatus.CANCELLED:
-            self._discard_inputs(job_id)
+            self.files(job_id).discard_inputs()
         return job
 
     def delete(self, job_id: str) -> None:
@@ -171,24 +201,15 @@ class Service:
         if not job.status.finished:
             raise Conflict(f"job {job_id} is {job.status}: cancel it first")
         self.store.delete(job_id)
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.files(job_id).remove()
 
-    def _discard_inputs(self, job_id: str) -> None:
-        job_dir = self.job_dir(job_id)
-        with contextlib.suppress(FileNotFoundError):
-            (job_dir / "source").unlink()
-        for folder in (job_dir / "work", *job_dir.glob("attempt-*")):
-            shutil.rmtree(folder, ignore_errors=True)
-
-    # -- life cycle -----------------------------------------------------------------------------
+    # -- life cycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take over the data folder: end jobs a dead process left running, rerun queued ones."""
-        if not self.settings.redis_url:
-            self._lock_data_dir()
-            self._recover()
+        """Start the backend (which first lets :meth:`_take_over` settle what the last
+        processes left), the retention sweep and the webhook sender."""
+        self.backend.start(self._take_over)
         threading.Thread(target=self._sweep_loop, name="xmlflow-sweeper", daemon=True).start()
-        self.backend.start()
         if self.webhooks is not None:
             self.webhooks.start()
 
@@ -203,28 +224,22 @@ class Service:
             self.webhooks.stop()
         kill_children()
         self.backend.close()
-        if self._lock_file is not None:
-            self._lock_file.close()  # releases the data folder's lock
-            self._lock_file = None
 
-    def _lock_data_dir(self) -> None:
-        """One embedded server per data folder: a second one would 'recover' live jobs."""
-        self._lock_file = open(self.data_dir / "xmlflow.lock", "wb")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(
-                f"another xmlflow process is serving {self.data_dir} in embedded mode; "
-                "use another XMLFLOW_DATA_DIR, or XMLFLOW_REDIS_URL to run several"
-            ) from None
+    def _take_over(self, exclusive: bool) -> None:
+        """Settle what processes before this one left; the backend says how.
 
-    def _recover(self) -> None:
-        """End the jobs the last server left running, then remove the files it left."""
+        ``exclusive`` (embedded: this process holds the data folder's lock): end the
+        jobs the last server left running, rerun queued ones, then remove every file it
+        left. Shared (Redis): only the files no live process can own; never fatal.
+        """
+        if not exclusive:
+            remove_shared_leftovers(self.data_dir, self.store)
+            return
         for job in self.store.unfinished():
             if job.status is JobStatus.RUNNING:
                 log.warning("job %s was running when the server stopped: interrupted", job.id)
-                self._discard_inputs(job.id)
-                self.events.append(job.id, *interrupted_end())
+                self.files(job.id).discard_inputs()
+                self.append(job.id, *interrupted_end())
             else:
                 self.backend.executor.submit(job.id)
         remove_leftovers(self.data_dir, self.store, exclusive=True)
@@ -242,7 +257,7 @@ class Service:
         expired = self.store.expired(cutoff)
         for job_id in expired:
             self.store.delete(job_id)
-            shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+            self.files(job_id).remove()
         if expired:
             log.info("retention: removed %d job(s)", len(expired))
         return len(expired)

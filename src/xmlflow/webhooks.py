@@ -88,7 +88,7 @@ def outbox_entry(job: Job, event: Event) -> tuple[str, bytes]:
     Frozen at the end so that a delivery retried for hours says what the job was when it
     ended, even if the job was removed since. Output URLs are relative to the server.
     """
-    from .service import output_url  # the one home of download paths; imports us back
+    from .jobfiles import output_url  # the one home of download paths
 
     ident = delivery_id(job.id, event.id)
     payload: dict[str, Any] = {

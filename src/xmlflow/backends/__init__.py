@@ -11,7 +11,15 @@ from ..errors import ConfigError
 from ..settings import Settings
 from .base import Backend, EventLog, Executor, JobStore
 
-__all__ = ["Backend", "EventLog", "Executor", "JobStore", "open_backend", "redis_extra_installed"]
+__all__ = [
+    "Backend",
+    "EventLog",
+    "Executor",
+    "JobStore",
+    "open_backend",
+    "redis_extra_installed",
+    "run_rq_worker",
+]
 
 
 def open_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
@@ -24,6 +32,19 @@ def open_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
     from .embedded import open_embedded_backend
 
     return open_embedded_backend(settings, run_job)
+
+
+def run_rq_worker(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
+    """``xmlflow worker``: one RQ worker process (:mod:`.redis.worker`), Redis mode only."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "xmlflow worker needs XMLFLOW_REDIS_URL (the embedded mode runs "
+            "jobs inside `xmlflow serve`)"
+        )
+    redis_extra_installed()
+    from .redis.worker import work
+
+    work(settings, burst=burst, name=name)
 
 
 def redis_extra_installed() -> None:

@@ -15,6 +15,7 @@ only these protocols.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Generator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -147,20 +148,40 @@ class Events:
 
 
 class Executor(Protocol):
-    """Runs ``execute_job(job_id)`` somewhere, some time soon."""
+    """Runs ``run_job(job_id)`` somewhere, some time soon: on this process's runner threads
+    (embedded) or on whichever ``xmlflow worker`` takes it from the RQ queue (Redis)."""
 
     def submit(self, job_id: str) -> None: ...
 
     def shutdown(self, wait: bool = True) -> None: ...
 
 
+Lost = Callable[[], bool]
+# Given the claimed job, keeps the run's claim alive while the run lasts; yields ``lost()``.
+Guard = Callable[[Job], AbstractContextManager[Lost]]
+# The service's settling of what the last processes left, given to the backend's start:
+# ``exclusive`` when this process alone serves the data folder (it holds its lock).
+TakeOver = Callable[[bool], None]
+
+
+def unguarded(job: Job) -> AbstractContextManager[Lost]:
+    """No lease to keep: the embedded run lives and dies with the process of its store."""
+    return nullcontext(lambda: False)
+
+
 @dataclass
 class Backend:
-    """The three seams, opened together for one process."""
+    """The three seams, opened together for one process, and what they need at its start.
 
+    Everything that differs between the modes is said here, so that the service never
+    asks which backend it has.
+    """
+
+    name: str  # "sqlite" or "redis", as /api/health reports it
     store: JobStore
     events: EventLog
     executor: Executor
+    start: Callable[[TakeOver], None]  # lock/recover (embedded), lost-job monitor (Redis)
     close: Callable[[], None]
-    start: Callable[[], None] = lambda: None  # background duties (the Redis lost-job monitor)
+    guard: Guard = unguarded  # kept around each run: the Redis lease
     outbox: Outbox | None = None  # webhook deliveries, when XMLFLOW_WEBHOOK_URL is set

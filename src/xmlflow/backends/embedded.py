@@ -1,15 +1,27 @@
-"""The embedded backend: SQLite for jobs and events (:mod:`.sqlite`), threads for work.
+"""The embedded backend: SQLite for jobs and events (:mod:`.sqlite`), threads for work,
+and the data folder's lock. Nothing to install and nothing to run beside the web process.
 
-Nothing to install and nothing to run beside the web process.
+In embedded mode jobs run inside the server process, on ``XMLFLOW_WORKERS`` *runner*
+threads (``xmlflow-runner-N``); each takes a job id and calls the service's run of it
+(:class:`xmlflow.jobrun.JobRunner`). They are not "workers": that word is kept for the
+``xmlflow worker`` processes of Redis mode (:mod:`.redis.worker`).
+
+One embedded process serves a data folder at a time: it holds the folder's lock from
+:meth:`EmbeddedDuties.start` to :meth:`EmbeddedDuties.close`, so that its start-up
+recovery may take every unfinished job as its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import queue
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
+from ..errors import Conflict
 from ..settings import Settings
 from .base import Backend, Events
 from .sqlite import open_sqlite
@@ -18,20 +30,24 @@ log = logging.getLogger(__name__)
 
 
 class ThreadExecutor:
-    """A fixed number of worker threads taking job ids from an unbounded FIFO queue.
+    """A fixed number of runner threads taking job ids from an unbounded FIFO queue.
 
-    Back-pressure is not this queue's business: the web layer refuses uploads past
-    ``XMLFLOW_MAX_QUEUED`` by counting queued jobs in the store.
+    Back-pressure is not this queue's business: the service refuses uploads past
+    ``XMLFLOW_MAX_QUEUED`` by counting queued jobs in the store. Nothing runs before
+    :meth:`start`: a service built without starting it (tests, ``create_app(start=False)``)
+    keeps its jobs queued.
     """
 
-    def __init__(self, run_job: Callable[[str], None], workers: int) -> None:
+    def __init__(self, run_job: Callable[[str], None], runners: int) -> None:
         self._run_job = run_job
         self._closed = threading.Event()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._threads = [
-            threading.Thread(target=self._work, name=f"xmlflow-worker-{i}", daemon=True)
-            for i in range(workers)
+            threading.Thread(target=self._work, name=f"xmlflow-runner-{i}", daemon=True)
+            for i in range(runners)
         ]
+
+    def start(self) -> None:
         for t in self._threads:
             t.start()
 
@@ -43,16 +59,52 @@ class ThreadExecutor:
             try:
                 self._run_job(job_id)
             except Exception:
-                log.exception("job %s crashed its worker thread", job_id)
+                log.exception("job %s crashed its runner thread", job_id)
 
     def shutdown(self, wait: bool = True) -> None:
         """Start no more jobs (queued ones stay queued for the next start); let running ones end."""
         self._closed.set()
-        for _ in self._threads:
+        started = [t for t in self._threads if t.ident is not None]
+        for _ in started:
             self._queue.put(None)
         if wait:
-            for t in self._threads:
+            for t in started:
                 t.join()
+
+
+class EmbeddedDuties:
+    """What the embedded backend does at start and close: lock, recover, run; and back."""
+
+    def __init__(self, data_dir: Path, executor: ThreadExecutor) -> None:
+        self.data_dir = data_dir
+        self.executor = executor
+        self._lock_file: IO[bytes] | None = None
+
+    def start(self, take_over: Callable[[bool], None]) -> None:
+        """Take the data folder, let the service settle what the last process left
+        (``take_over(exclusive=True)``), then start running jobs."""
+        self._lock_data_dir()
+        take_over(True)
+        self.executor.start()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the data folder's lock
+            self._lock_file = None
+
+    def _lock_data_dir(self) -> None:
+        """One embedded server per data folder: a second one would 'recover' live jobs."""
+        self._lock_file = open(self.data_dir / "xmlflow.lock", "wb")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise Conflict(
+                f"another xmlflow process is serving {self.data_dir} in embedded mode; "
+                "use another XMLFLOW_DATA_DIR, or XMLFLOW_REDIS_URL to run several"
+            ) from None
 
 
 def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
@@ -60,10 +112,13 @@ def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) ->
     path = settings.data_dir / "xmlflow.db"
     store, listeners = open_sqlite(path, webhooks=bool(settings.webhook_url))
     executor = ThreadExecutor(run_job, settings.workers)
+    duties = EmbeddedDuties(settings.data_dir.resolve(), executor)
     return Backend(
+        name="sqlite",
         store=store,
         events=Events(store, listeners, listeners.count),
         executor=executor,
-        close=executor.shutdown,
+        start=duties.start,
+        close=duties.close,
         outbox=store.outbox,
     )

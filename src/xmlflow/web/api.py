@@ -14,21 +14,14 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.utils import secure_filename
 
 from ..backends.base import MAX_QUERY_CHARS
-from ..errors import (
-    BadRequest,
-    Conflict,
-    NotFound,
-    QueueFull,
-    Unprocessable,
-    UnsupportedMediaType,
-    XmlflowError,
-)
+from ..errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
+from ..jobfiles import output_url
 from ..models import Job, JobStatus, StepSpec
-from ..service import Service, output_url
+from ..service import Upload
 from ..settings import Settings
-from ..upload_options import MAX_OPTIONS_CHARS, check_job_options, upload_options_json
+from ..upload_options import MAX_OPTIONS_CHARS, upload_options_json
 from . import service
-from .uploads import Upload, UploadRequest, expand_archives, take_uploads
+from .uploads import UploadRequest, expand_archives, take_uploads
 from .zipstream import stream_zip
 
 bp = Blueprint("api", __name__)
@@ -73,24 +66,15 @@ def upload() -> tuple[dict[str, Any], int]:
     svc = service()
     _refuse_unknown_fields()
     pipeline = _single_field("pipeline") or None
-    if pipeline is not None and pipeline not in svc.settings.pipelines:
-        raise BadRequest(
-            f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(svc.settings.pipelines)}
-        )
     options = parse_options(_single_field("options"))
-    check_job_options(options, svc.settings.pipeline(pipeline), svc.settings)
     files = take_uploads(req)
     if not files:
         raise BadRequest("no file: send one or more files in the multipart field 'file'")
     uploads: list[Upload] = []
     try:
         uploads = expand_archives(svc, req, files)  # a zip's XML members replace it
-        _check_room(svc, len(uploads))
-        jobs = [
-            svc.submit(u.path, u.name, pipeline=pipeline, options=options, group=u.group)
-            for u in uploads
-        ]
-    finally:  # not turned into jobs (queue full, a bomb): leave nothing behind
+        jobs = svc.submit_many(uploads, pipeline=pipeline, options=options)
+    finally:  # not turned into jobs (refused, queue full, a bomb): leave nothing behind
         for path in [p for p, _ in files] + [u.path for u in uploads]:
             path.unlink(missing_ok=True)
     return {"jobs": [job_urls(j) for j in jobs]}, 202
@@ -144,18 +128,6 @@ def parse_options(raw: str | None) -> dict[str, dict[str, Any]]:
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
         raise Unprocessable('options must be a JSON object like {"step_id": {"key": value}}')
     return options
-
-
-def _check_room(svc: Service, count: int) -> None:
-    """All files of an upload become jobs, or none do: a client never has to guess which."""
-    waiting = svc.store.count_queued()
-    if waiting + count > svc.settings.max_queued:
-        raise QueueFull(
-            f"{waiting} job(s) are waiting and the limit is {svc.settings.max_queued} "
-            f"(XMLFLOW_MAX_QUEUED): {count} more do not fit; try again shortly",
-            retry_after=5,
-            details={"queued": waiting, "max_queued": svc.settings.max_queued},
-        )
 
 
 @bp.get("/api/jobs")
@@ -297,10 +269,6 @@ def _step_json(spec: StepSpec, settings: Settings) -> dict[str, Any]:
         "options": spec.options,
         "upload_options": upload_options_json(spec, settings),
     }
-
-
-def error_response(exc: XmlflowError) -> tuple[dict[str, Any], int]:
-    return exc.to_dict(), exc.status_code
 
 
 from . import preview as _preview  # noqa: E402, F401  (registers its route on bp)

@@ -56,7 +56,7 @@ def check_store(svc: Service) -> dict[str, Any]:
     try_lock = getattr(svc.store, "try_lock", None)  # RedisStore's: a SET that expires
     if try_lock is not None:
         try_lock(f"xmlflow:health:{secrets.token_hex(8)}", 1.0)
-    return {"ok": True, "backend": "redis" if svc.settings.redis_url else "sqlite"}
+    return {"ok": True, "backend": svc.backend.name}
 
 
 def check_queue(svc: Service) -> dict[str, Any]:

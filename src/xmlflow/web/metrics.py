@@ -15,15 +15,15 @@ Two sources, each chosen for what it can answer truthfully:
   retried, ``dropped``); with the deliveries still pending in the shared outbox, read
   at scrape time. In Redis mode workers deliver too: their tries are in their logs.
 
-Events are observed by wrapping the backend's :class:`EventLog` in
-:class:`ObservedEventLog`: the runner, the store and the stream stay unaware of
-metrics, and a failing metric can never fail a job.
+Events are observed as the service appends them (:meth:`Service.add_observer`): the
+runner, the store and the stream stay unaware of metrics, and a failing metric can
+never fail a job.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
@@ -144,29 +144,11 @@ class StoreCollector(Collector):
         return jobs, int(store.count_queued())
 
 
-class ObservedEventLog:
-    """An EventLog that reports each event appended through it; reads pass straight on."""
-
-    def __init__(self, inner: Any, observe: Callable[[Event], None]) -> None:
-        self._inner = inner
-        self._observe = observe
-
-    def append(
-        self, job_id: str, type: EventType, data: dict[str, Any], *, attempt: int | None = None
-    ) -> Event:
-        event: Event = self._inner.append(job_id, type, data, attempt=attempt)
-        self._observe(event)
-        return event
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def init_app(app: Flask, service: Service) -> Metrics:
     """Create the app's metrics, watch its events and streams, add ``/metrics``."""
     metrics = Metrics(service)
     app.extensions[EXTENSION] = metrics
-    service.backend.events = ObservedEventLog(service.backend.events, metrics.observe)
+    service.add_observer(metrics.observe)
     if service.webhooks is not None:
         deliveries = metrics.webhook_deliveries
         service.webhooks.on_outcome = lambda outcome: deliveries.labels(outcome).inc()

@@ -17,7 +17,6 @@ the zip's name (:func:`expand_archives`).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -26,7 +25,7 @@ from flask import Request
 from ..errors import UploadTooLarge
 from ..inputs import check_compressed, extract_zip
 from ..leftovers import hold
-from ..service import Service, display_name
+from ..service import Service, Upload, display_name
 from . import service
 
 
@@ -83,15 +82,6 @@ def take_uploads(request: UploadRequest, field: str = "file") -> list[tuple[Path
             taken.append((path, storage.filename))
     request.incoming = [(p, s) for p, s in getattr(request, "incoming", []) if id(s) in by_stream]
     return taken
-
-
-@dataclass(frozen=True)
-class Upload:
-    """One document to become a job: its file, its name, and the zip it came from."""
-
-    path: Path
-    name: str | None
-    group: str | None = None
 
 
 def expand_archives(

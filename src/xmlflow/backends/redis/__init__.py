@@ -5,7 +5,7 @@ imports it only when ``XMLFLOW_REDIS_URL`` is set. It is a package rather than o
 module so that each part stays short: :mod:`.keys` (the data model), :mod:`.store`
 (jobs and their events: the ``JobStore``), :mod:`.fanout` (following streams: the
 ``EventFeed``), :mod:`.outbox` (webhook deliveries), :mod:`.jobs` (RQ, leases and the
-lost-worker monitor).
+lost-worker monitor), :mod:`.worker` (``xmlflow worker`` and the RQ job).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from ...settings import Settings
-from ..base import Backend, Events
+from ..base import Backend, Events, TakeOver
 from .fanout import BLOCK_MS, Follower
-from .jobs import LostJobMonitor, RQExecutor, lease_kept, run_worker
+from .jobs import LostJobMonitor, RQExecutor, lease_kept
 from .store import RedisStore
 
-__all__ = ["RedisStore", "lease_kept", "open_redis_backend", "run_worker"]
+__all__ = ["RedisStore", "lease_kept", "open_redis_backend"]
 
 
 POOL_SIZE = 100  # Redis connections per process; more requests than this wait their turn
@@ -84,15 +84,21 @@ def open_redis_backend(settings: Settings) -> Backend:
     executor = RQExecutor(client, failure_ttl=int(retention))
     monitor = LostJobMonitor(store, executor, settings.data_dir.resolve(), settings.retries)
 
+    def start(take_over: TakeOver) -> None:
+        monitor.start()
+        take_over(False)  # shared: other processes serve the same data folder
+
     def close() -> None:
         monitor.stop()
         follower.close()
 
     return Backend(
+        name="redis",
         store=store,
         events=Events(store, follower),
         executor=executor,
+        start=start,
         close=close,
-        start=monitor.start,
+        guard=lambda job: lease_kept(store, job.id, job.attempt),
         outbox=store.outbox,
     )

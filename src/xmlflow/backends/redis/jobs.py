@@ -1,25 +1,22 @@
 """Running jobs on RQ, keeping their leases, and settling the jobs of lost workers.
 
-RQ moves a job id from the web process to some ``xmlflow worker``; the worker's
-work-horse (a fork per job) calls :func:`xmlflow.rqjobs.run_job`, which is
-``execute_job`` with a lease kept alive beside it. RQ alone cannot tell us when a
-worker *and* its horse were killed (its abandoned-job cleanup is slow and does not
-know our job record), so the lease does: ``claim`` sets it in the same transaction that
-marks the job running, a thread in the horse renews it, and a monitor in every
-process (one at a time, under a short lock) ends or requeues running jobs whose lease
-has expired. The same monitor enqueues again a job that is still ``queued`` in our
-records but that RQ no longer holds (a worker took it and died before claiming it):
-claiming is atomic, so a job enqueued twice still runs once.
+RQ moves a job id from the web process to some ``xmlflow worker``; the worker's work-
+horse (a fork per job) calls :func:`xmlflow.backends.redis.worker.run_job`, which runs
+the job (:mod:`xmlflow.jobrun`) with a lease kept alive beside it (the backend's
+``guard``). RQ alone cannot tell us when a worker *and* its horse were killed (its
+abandoned-job cleanup is slow and does not know our job record), so the lease does:
+``claim`` sets it in the same transaction that marks the job running, a thread in the
+horse renews it, and a monitor in every process (one at a time, under a short lock) ends
+or requeues running jobs whose lease has expired. The same monitor enqueues again a job
+that is still ``queued`` in our records but that RQ no longer holds (a worker took it
+and died before claiming it): claiming is atomic, so a job enqueued twice still runs
+once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,16 +24,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from rq import Queue, Worker
+from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from ...jobfiles import JobFiles
 from ...models import JobStatus
 from .keys import QUEUE_NAME, Keys
 from .store import RedisStore
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTION = "xmlflow.rqjobs.run_job"
+JOB_FUNCTION = "xmlflow.backends.redis.worker.run_job"
 
 
 class RQExecutor:
@@ -82,10 +80,6 @@ RQ_PREFIX = "xmlflow-"
 
 def rq_job_id(job_id: str) -> str:
     return RQ_PREFIX + job_id
-
-
-def worker_name() -> str:
-    return f"xmlflow-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @contextmanager
@@ -173,80 +167,10 @@ class LostJobMonitor:
                 continue
             settled += 1
             log.warning("job %s: its worker was lost; now %s", job_id, job.status)
-            job_dir = self.data_dir / "jobs" / job_id
-            shutil.rmtree(job_dir / f"attempt-{job.attempt}", ignore_errors=True)
+            files = JobFiles(self.data_dir, job_id)
+            shutil.rmtree(files.attempt(job.attempt), ignore_errors=True)
             if job.status is JobStatus.QUEUED:
                 self.executor.submit(job_id)
-            else:
-                self._discard_files(job_dir)
+            else:  # ended: its source, scratch and unpublished outputs go too
+                files.discard_inputs(outputs=True)
         return settled
-
-    def _discard_files(self, job_dir: Path) -> None:
-        """What an ended job no longer needs: its source, scratch, unpublished outputs."""
-        (job_dir / "source").unlink(missing_ok=True)
-        for folder in (job_dir / "work", job_dir / "out", *job_dir.glob("attempt-*")):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that lost Redis starts again: first, most
-
-
-def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = None) -> None:
-    """Run an RQ worker on the xmlflow queue until it is told to stop (or, in burst, idle).
-
-    RQ's ``Worker.work`` gives up on the first Redis error it meets outside its wait
-    for a job (out of memory, READONLY, a timeout...): it logs "quitting" and
-    *returns*, as if stopped. So a return without a stop request, or an exception, is
-    an outage: this waits (with backoff), lets a job still running in the horse finish,
-    and starts a new worker. Only SIGTERM/SIGINT (or an idle burst) end the loop.
-    """
-    pause = RESTART_PAUSE[0]
-    while True:
-        worker = Worker(
-            [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
-        )
-        started = time.monotonic()
-        try:
-            worker.work(burst=burst, with_scheduler=False)
-            if _stopping(worker) or (burst and _queue_empty(worker)):
-                return
-            reason = "RQ's worker quit (see its log above)"
-        except Exception as exc:  # from anywhere in RQ: bootstrap, dequeue, heartbeat...
-            reason = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() - started > RESTART_PAUSE[1]:
-            pause = RESTART_PAUSE[0]  # it had worked for a while: a new outage
-        log.warning("worker lost Redis (%s); starting again in %.0f s", reason, pause)
-        if _wait_out(worker, pause):
-            return
-        pause = min(pause * 2, RESTART_PAUSE[1])
-
-
-def _queue_empty(worker: Worker) -> bool:
-    try:
-        return all(q.count == 0 for q in worker.queues)
-    except Exception:
-        return False  # cannot tell: Redis is away, so the burst has not ended normally
-
-
-def _wait_out(worker: Worker, pause: float) -> bool:
-    """Wait for the old worker's horse and ``pause`` seconds; True if stopped meanwhile.
-
-    RQ's signal handlers stay installed until the next worker's, so a SIGTERM now
-    sets the old worker's flag. Its name is freed so that a ``--name`` can be reused.
-    """
-    horse = worker.horse_pid
-    if horse:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(horse, 0)  # one job at a time per worker, even across restarts
-    deadline = time.monotonic() + pause
-    while time.monotonic() < deadline and not _stopping(worker):
-        time.sleep(0.1)
-    with contextlib.suppress(Exception):
-        worker.register_death()  # type: ignore[no-untyped-call]
-    return _stopping(worker)
-
-
-def _stopping(worker: Worker) -> bool:
-    """Whether the worker got SIGTERM/SIGINT: its handler notes the time (when idle, it
-    stops at once without setting ``_stop_requested``, which is for a busy worker)."""
-    return worker._stop_requested or worker._shutdown_requested_date is not None

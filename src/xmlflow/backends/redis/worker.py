@@ -1,0 +1,127 @@
+"""``xmlflow worker``: an RQ worker process, and the RQ job function its horses run.
+
+"Worker" means this and nothing else: a process that takes job ids from the Redis
+queue and runs them, one at a time, each in a work-horse RQ forks for it. (In
+embedded mode jobs run on the server's *runner threads*, :mod:`xmlflow.backends.embedded`.)
+
+The worker builds the same :class:`~xmlflow.service.Service` from the same settings as
+the web processes, so a step runs identically wherever it runs. The horse inherits
+this module's service (redis-py reopens its connections after a fork), so a job costs
+a fork, not a start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+
+import redis
+from rq import Queue, Worker
+
+from ...service import Service
+from ...settings import Settings, load_settings
+from . import connect
+from .keys import QUEUE_NAME
+
+log = logging.getLogger(__name__)
+
+_service: Service | None = None
+
+
+def _this_process() -> Service:
+    """This process's service; built from the environment when RQ runs us without ``work``."""
+    global _service
+    if _service is None:
+        _service = Service(load_settings())
+    return _service
+
+
+def run_job(job_id: str) -> None:
+    """The RQ job (:data:`~xmlflow.backends.redis.jobs.JOB_FUNCTION`): the service runs it,
+    with the backend's guard renewing its attempt's lease (and stopping its child at once
+    if the lease is lost or refused)."""
+    _this_process().run_job(job_id, start_method="fork")  # the horse lives for this job only
+
+
+def work(settings: Settings, *, burst: bool = False, name: str | None = None) -> None:
+    """Run one RQ worker on the xmlflow queue; rides out Redis outages by starting over."""
+    assert settings.redis_url
+    global _service
+    svc = _service = Service(settings)
+    svc.start()
+    try:
+        run_worker(connect(settings.redis_url, socket_timeout=30), burst=burst, name=name)
+    finally:
+        svc.close()
+
+
+def worker_name() -> str:
+    return f"xmlflow-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that lost Redis starts again: first, most
+
+
+def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = None) -> None:
+    """Run an RQ worker on the xmlflow queue until it is told to stop (or, in burst, idle).
+
+    RQ's ``Worker.work`` gives up on the first Redis error it meets outside its wait
+    for a job (out of memory, READONLY, a timeout...): it logs "quitting" and
+    *returns*, as if stopped. So a return without a stop request, or an exception, is
+    an outage: this waits (with backoff), lets a job still running in the horse finish,
+    and starts a new worker. Only SIGTERM/SIGINT (or an idle burst) end the loop.
+    """
+    pause = RESTART_PAUSE[0]
+    while True:
+        worker = Worker(
+            [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
+        )
+        started = time.monotonic()
+        try:
+            worker.work(burst=burst, with_scheduler=False)
+            if _stopping(worker) or (burst and _queue_empty(worker)):
+                return
+            reason = "RQ's worker quit (see its log above)"
+        except Exception as exc:  # from anywhere in RQ: bootstrap, dequeue, heartbeat...
+            reason = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - started > RESTART_PAUSE[1]:
+            pause = RESTART_PAUSE[0]  # it had worked for a while: a new outage
+        log.warning("worker lost Redis (%s); starting again in %.0f s", reason, pause)
+        if _wait_out(worker, pause):
+            return
+        pause = min(pause * 2, RESTART_PAUSE[1])
+
+
+def _queue_empty(worker: Worker) -> bool:
+    try:
+        return all(q.count == 0 for q in worker.queues)
+    except Exception:
+        return False  # cannot tell: Redis is away, so the burst has not ended normally
+
+
+def _wait_out(worker: Worker, pause: float) -> bool:
+    """Wait for the old worker's horse and ``pause`` seconds; True if stopped meanwhile.
+
+    RQ's signal handlers stay installed until the next worker's, so a SIGTERM now
+    sets the old worker's flag. Its name is freed so that a ``--name`` can be reused.
+    """
+    horse = worker.horse_pid
+    if horse:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(horse, 0)  # one job at a time per worker, even across restarts
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline and not _stopping(worker):
+        time.sleep(0.1)
+    with contextlib.suppress(Exception):
+        worker.register_death()  # type: ignore[no-untyped-call]
+    return _stopping(worker)
+
+
+def _stopping(worker: Worker) -> bool:
+    """Whether the worker got SIGTERM/SIGINT: its handler notes the time (when idle, it
+    stops at once without setting ``_stop_requested``, which is for a busy worker)."""
+    return worker._stop_requested or worker._shutdown_requested_date is not None
