@@ -20,12 +20,12 @@ from typing import Any
 
 import orjson
 
+from ..errors import Unprocessable, XmlflowError
+from ..models import Event, EventType
+from ..service import Service, check_job_options
+from ..settings import Settings
 from .client import umask
-from .errors import Unprocessable, XmlflowError
-from .models import Event, EventType
-from .progress import FileJob, Reporter
-from .service import Service, check_job_options
-from .settings import Settings
+from .display import FileJob, Reporter
 
 POLL_INTERVAL = 0.05  # seconds between looks at the event log while jobs run
 

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Column
 
-from .models import Event, EventType
-from .units import format_duration, format_rate, format_size, plural
+from ..models import Event, EventType
+from ..units import format_duration, format_rate, format_size, plural
 
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
 NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from .commands import jobs, run, submit
-from .errors import XmlflowError
+from ..errors import XmlflowError
+from .jobs import jobs, run, submit
 
 
 class _Main(click.Group):
@@ -67,7 +67,7 @@ class _ServeCommand(click.Command):
     """``serve --help`` ends with every environment variable the server reads."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from .settings import _ENV
+        from ..settings import _ENV
 
         shown = {p.envvar for p in self.params if isinstance(p.envvar, str)}
         names = [*sorted(set(_ENV) - shown), "XMLFLOW_LOG_LEVEL (same as --log-level)"]
@@ -111,7 +111,7 @@ def serve(ctx: click.Context, host: str, port: int, web_workers: int, dev: bool)
     Embedded mode (no XMLFLOW_REDIS_URL) is one gevent worker holding SQLite, the
     job processes and every stream; Redis mode may have several.
     """
-    from .gunicorn_conf import run_gunicorn
+    from ..gunicorn_conf import run_gunicorn
 
     if dev and web_workers > 1:
         raise click.UsageError("--dev is one werkzeug process: it takes no --workers")
@@ -151,7 +151,7 @@ def _serve_werkzeug(host: str, port: int) -> None:
     """``serve --dev``: werkzeug's threaded server, a thread per connection, in this process."""
     from werkzeug.serving import make_server
 
-    from .app import create_app
+    from ..app import create_app
 
     app = create_app()
     server = make_server(host, port, app, threaded=True)  # a thread per connection, daemonic
@@ -180,8 +180,8 @@ def _interrupt(signum: int, frame: object) -> None:
 @click.option("--name", default=None, help="The RQ worker's name (default: host, pid, random).")
 def worker(burst: bool, name: str | None) -> None:
     """Run jobs from Redis (needs XMLFLOW_REDIS_URL); start as many as you like, anywhere."""
-    from .rqjobs import work
-    from .settings import load_settings
+    from ..rqjobs import work
+    from ..settings import load_settings
 
     try:
         work(load_settings(), burst=burst, name=name)
@@ -199,8 +199,8 @@ def worker(burst: bool, name: str | None) -> None:
 )
 def steps(config_path: Path | None) -> None:
     """List the configured pipelines and check that every step loads."""
-    from .pipeline import check_step, step_file
-    from .settings import load_settings
+    from ..pipeline import check_step, step_file
+    from ..settings import load_settings
 
     try:
         settings = load_settings(config_path=config_path)

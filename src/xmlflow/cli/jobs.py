@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
+from ..errors import Unprocessable, XmlflowError
+from ..models import EventType
+from ..units import format_duration, format_size, plural
 from .client import DEFAULT_URL, ApiClient, ApiError
-from .errors import Unprocessable, XmlflowError
-from .models import EventType
-from .units import format_duration, format_size, plural
 
 if TYPE_CHECKING:
-    from .progress import FileJob, Reporter
+    from .display import FileJob, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
@@ -138,8 +138,8 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
+    from ..settings import load_settings
     from .localrun import LocalRun
-    from .settings import load_settings
 
     options = _options(option_texts)
     _quiet_logs()
@@ -169,7 +169,7 @@ def _reporter(as_json: bool) -> Reporter:
     """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown)."""
     from rich.console import Console
 
-    from .progress import JsonLinesReporter, RichReporter
+    from .display import JsonLinesReporter, RichReporter
 
     return JsonLinesReporter(sys.stdout) if as_json else RichReporter(Console(file=sys.stdout))
 
@@ -324,7 +324,7 @@ def show(client: ApiClient, job_id: str, as_json: bool) -> None:
 
 def describe_job(job: dict[str, Any]) -> list[str]:
     """``jobs show``: the job, a line per step (with its duration), its outputs."""
-    from .progress import located_error
+    from .display import located_error
 
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
     elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
@@ -386,7 +386,7 @@ def follow(client: ApiClient, job_ids: Sequence[str], out_dir: Path | None, as_j
 
 
 def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
-    from .progress import FileJob
+    from .display import FileJob
 
     jobs = [client.job(job_id) for job_id in job_ids]
     return [
@@ -433,7 +433,7 @@ def submit(
     The files are sent as they are, in one upload: all become jobs, or none do. Exits
     0 only when every job succeeded; Ctrl-C stops following (the jobs go on).
     """
-    from .progress import FileJob
+    from .display import FileJob
 
     options = _options(option_texts)
     _quiet_logs()
