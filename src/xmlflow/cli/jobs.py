@@ -1,10 +1,10 @@
 """``xmlflow run`` (pipelines on local files, in-process), ``xmlflow submit`` (files to a
 server, followed live) and ``xmlflow jobs`` (a server's jobs).
 
-Kept apart from ``cli.py``, which only registers them, so that the server commands
-and these client-side ones can change independently. Every option falls back to an
-environment variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same
-way (``progress.py``) and exit the same way: 0 when every job succeeded, 1 when one did
+Kept apart from the service's commands (:mod:`.server`), so that those and these
+client-side ones can change independently. Every option falls back to an environment
+variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same way
+(:mod:`.display`) and exit the same way: 0 when every job succeeded, 1 when one did
 not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C.
 """
 
@@ -166,12 +166,21 @@ def _options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _reporter(as_json: bool) -> Reporter:
-    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown)."""
+    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown).
+
+    JSON lines never load rich. The display colours what it means to (icons, errors),
+    not every number and path on its lines: rich's guessing (its highlighter) costs a
+    run ~30 ms of regular expressions before its first line.
+    """
+    from .display import JsonLinesReporter
+
+    if as_json:
+        return JsonLinesReporter(sys.stdout)
     from rich.console import Console
 
-    from .display import JsonLinesReporter, RichReporter
+    from .display import RichReporter
 
-    return JsonLinesReporter(sys.stdout) if as_json else RichReporter(Console(file=sys.stdout))
+    return RichReporter(Console(file=sys.stdout, highlight=False))
 
 
 def _quiet_logs() -> None:
