@@ -82,6 +82,11 @@ def _out_option(help: str) -> Callable[[F], F]:
     )
 
 
+_files_argument = click.argument(  # `run` and `submit`
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+
+
 _save_option = click.option(
     "--out",
     "-o",
@@ -94,9 +99,7 @@ _save_option = click.option(
 
 
 @click.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@_files_argument
 @click.option(
     "--pipeline",
     "-p",
@@ -239,8 +242,7 @@ def _server_options(f: F) -> F:
     return url(token(click.pass_context(with_client)))  # type: ignore[return-value]
 
 
-@click.group(cls=_ApiGroup)
-@click.option(
+_url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     "--url",
     default=DEFAULT_URL,
     show_default=True,
@@ -248,7 +250,14 @@ def _server_options(f: F) -> F:
     show_envvar=True,
     help=_URL_HELP,
 )
-@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
+_token_option = click.option(
+    "--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP
+)
+
+
+@click.group(cls=_ApiGroup)
+@_url_option
+@_token_option
 @click.pass_context
 def jobs(ctx: click.Context, url: str, token: str | None) -> None:
     """List, inspect, follow, cancel and download a server's jobs.
@@ -405,9 +414,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 
 
 @click.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@_files_argument
 @click.option(
     "--pipeline",
     "-p",
@@ -419,15 +426,8 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 @_step_option
 @_save_option
 @_events_option
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    show_default=True,
-    envvar="XMLFLOW_URL",
-    show_envvar=True,
-    help=_URL_HELP,
-)
-@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
+@_url_option
+@_token_option
 def submit(
     files: Sequence[Path],
     pipeline: str | None,
