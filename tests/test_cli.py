@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from xmlflow.cli import main
-from xmlflow.localrun import parse_option
+from xmlflow.cli.localrun import parse_option
 
 from .conftest import TEST_STEPS, write_config
 

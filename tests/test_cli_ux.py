@@ -132,10 +132,10 @@ def test_no_subcommand_shows_the_help_not_an_error() -> None:
 def test_the_wording_helpers_do_what_their_examples_say() -> None:
     import doctest
 
-    import xmlflow.progress
+    import xmlflow.cli.display
     import xmlflow.units
 
-    for module in (xmlflow.units, xmlflow.progress):
+    for module in (xmlflow.units, xmlflow.cli.display):
         assert doctest.testmod(module).failed == 0, module.__name__
 
 

@@ -1,73 +1,28 @@
-"""The ``xmlflow`` command line (click): serve, worker, steps; run, submit, jobs (commands.py)."""
+"""``xmlflow serve``, ``xmlflow worker`` and ``xmlflow steps``: the service's side.
+
+``serve`` runs the web app and API (gunicorn, or werkzeug with ``--dev``), ``worker``
+runs jobs from Redis, ``steps`` checks the configured pipelines. What they start is
+imported when they run, so the other commands never load it.
+"""
 
 from __future__ import annotations
 
 import errno
-import logging
-import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .commands import jobs, run, submit
-from .errors import XmlflowError
-
-
-class _Main(click.Group):
-    """Usage errors in one line, and never a traceback: ``xmlflow jobs: error: No such …``.
-
-    Click's usual three lines (usage, hint, error) bury the one that matters; its
-    suggestions ("Did you mean 'list'?") are kept. Exit status 2, as click's.
-    """
-
-    def main(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
-    ) -> Any:
-        try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `xmlflow`, `xmlflow jobs`: the help
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx else "xmlflow"
-            hint = f" (see '{where} --help')" if exc.ctx else ""
-            click.echo(f"{where}: error: {exc.format_message()}{hint}", err=True)
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        except BrokenPipeError:  # `xmlflow jobs list | head`: the reader left, as click does
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more is written
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)  # ctx.exit(n), --help, --version
-
-
-@click.group(
-    cls=_Main,
-    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "XMLFLOW"},
-)
-@click.version_option(package_name="xmlflow")
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
-def main(log_level: str) -> None:
-    """xmlflow: upload XML, run a pipeline of steps on each file, watch it live."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+from ..errors import XmlflowError
 
 
 class _ServeCommand(click.Command):
     """``serve --help`` ends with every environment variable the server reads."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from .settings import _ENV
+        from ..settings import _ENV
 
         shown = {p.envvar for p in self.params if isinstance(p.envvar, str)}
         names = [*sorted(set(_ENV) - shown), "XMLFLOW_LOG_LEVEL (same as --log-level)"]
@@ -75,7 +30,7 @@ class _ServeCommand(click.Command):
             formatter.write_text(", ".join(names))
 
 
-@main.command(cls=_ServeCommand)
+@click.command(cls=_ServeCommand)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, envvar="XMLFLOW_HOST", show_envvar=True
 )
@@ -111,7 +66,7 @@ def serve(ctx: click.Context, host: str, port: int, web_workers: int, dev: bool)
     Embedded mode (no XMLFLOW_REDIS_URL) is one gevent worker holding SQLite, the
     job processes and every stream; Redis mode may have several.
     """
-    from .gunicorn_conf import run_gunicorn
+    from ..gunicorn_conf import run_gunicorn
 
     if dev and web_workers > 1:
         raise click.UsageError("--dev is one werkzeug process: it takes no --workers")
@@ -151,7 +106,7 @@ def _serve_werkzeug(host: str, port: int) -> None:
     """``serve --dev``: werkzeug's threaded server, a thread per connection, in this process."""
     from werkzeug.serving import make_server
 
-    from .app import create_app
+    from ..app import create_app
 
     app = create_app()
     server = make_server(host, port, app, threaded=True)  # a thread per connection, daemonic
@@ -175,13 +130,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-@main.command()
+@click.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty (for tests and cron).")
 @click.option("--name", default=None, help="The RQ worker's name (default: host, pid, random).")
 def worker(burst: bool, name: str | None) -> None:
     """Run jobs from Redis (needs XMLFLOW_REDIS_URL); start as many as you like, anywhere."""
-    from .backends import run_rq_worker
-    from .settings import load_settings
+    from ..backends import run_rq_worker
+    from ..settings import load_settings
 
     try:
         run_rq_worker(load_settings(), burst=burst, name=name)
@@ -189,7 +144,7 @@ def worker(burst: bool, name: str | None) -> None:
         raise click.ClickException(exc.message) from exc
 
 
-@main.command()
+@click.command()
 @click.option(
     "--config",
     "config_path",
@@ -199,8 +154,8 @@ def worker(burst: bool, name: str | None) -> None:
 )
 def steps(config_path: Path | None) -> None:
     """List the configured pipelines and check that every step loads."""
-    from .pipeline import check_step, step_file
-    from .settings import load_settings
+    from ..pipeline import check_step, step_file
+    from ..settings import load_settings
 
     try:
         settings = load_settings(config_path=config_path)
@@ -223,8 +178,3 @@ def steps(config_path: Path | None) -> None:
                 f" delay={spec.delay:g} error_chance={spec.error_chance:g}  [{state}]"
             )
     sys.exit(1 if broken else 0)
-
-
-main.add_command(run)
-main.add_command(jobs)
-main.add_command(submit)

@@ -1,10 +1,10 @@
 """``xmlflow run`` (pipelines on local files, in-process), ``xmlflow submit`` (files to a
 server, followed live) and ``xmlflow jobs`` (a server's jobs).
 
-Kept apart from ``cli.py``, which only registers them, so that the server commands
-and these client-side ones can change independently. Every option falls back to an
-environment variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same
-way (``progress.py``) and exit the same way: 0 when every job succeeded, 1 when one did
+Kept apart from the service's commands (:mod:`.server`), so that those and these
+client-side ones can change independently. Every option falls back to an environment
+variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same way
+(:mod:`.display`) and exit the same way: 0 when every job succeeded, 1 when one did
 not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C.
 """
 
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
+from ..errors import Unprocessable, XmlflowError
+from ..models import EventType
+from ..units import format_duration, format_size, plural
 from .client import DEFAULT_URL, ApiClient, ApiError
-from .errors import Unprocessable, XmlflowError
-from .models import EventType
-from .units import format_duration, format_size, plural
 
 if TYPE_CHECKING:
-    from .progress import FileJob, Reporter
+    from .display import FileJob, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
@@ -82,6 +82,11 @@ def _out_option(help: str) -> Callable[[F], F]:
     )
 
 
+_files_argument = click.argument(  # `run` and `submit`
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+
+
 _save_option = click.option(
     "--out",
     "-o",
@@ -94,9 +99,7 @@ _save_option = click.option(
 
 
 @click.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@_files_argument
 @click.option(
     "--pipeline",
     "-p",
@@ -138,8 +141,8 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
+    from ..settings import load_settings
     from .localrun import LocalRun
-    from .settings import load_settings
 
     options = _options(option_texts)
     _quiet_logs()
@@ -166,12 +169,21 @@ def _options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _reporter(as_json: bool) -> Reporter:
-    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown)."""
+    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown).
+
+    JSON lines never load rich. The display colours what it means to (icons, errors),
+    not every number and path on its lines: rich's guessing (its highlighter) costs a
+    run ~30 ms of regular expressions before its first line.
+    """
+    from .display import JsonLinesReporter
+
+    if as_json:
+        return JsonLinesReporter(sys.stdout)
     from rich.console import Console
 
-    from .progress import JsonLinesReporter, RichReporter
+    from .display import RichReporter
 
-    return JsonLinesReporter(sys.stdout) if as_json else RichReporter(Console(file=sys.stdout))
+    return RichReporter(Console(file=sys.stdout, highlight=False))
 
 
 def _quiet_logs() -> None:
@@ -230,8 +242,7 @@ def _server_options(f: F) -> F:
     return url(token(click.pass_context(with_client)))  # type: ignore[return-value]
 
 
-@click.group(cls=_ApiGroup)
-@click.option(
+_url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     "--url",
     default=DEFAULT_URL,
     show_default=True,
@@ -239,7 +250,14 @@ def _server_options(f: F) -> F:
     show_envvar=True,
     help=_URL_HELP,
 )
-@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
+_token_option = click.option(
+    "--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP
+)
+
+
+@click.group(cls=_ApiGroup)
+@_url_option
+@_token_option
 @click.pass_context
 def jobs(ctx: click.Context, url: str, token: str | None) -> None:
     """List, inspect, follow, cancel and download a server's jobs.
@@ -324,7 +342,7 @@ def show(client: ApiClient, job_id: str, as_json: bool) -> None:
 
 def describe_job(job: dict[str, Any]) -> list[str]:
     """``jobs show``: the job, a line per step (with its duration), its outputs."""
-    from .progress import located_error
+    from .display import located_error
 
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
     elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
@@ -386,7 +404,7 @@ def follow(client: ApiClient, job_ids: Sequence[str], out_dir: Path | None, as_j
 
 
 def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
-    from .progress import FileJob
+    from .display import FileJob
 
     jobs = [client.job(job_id) for job_id in job_ids]
     return [
@@ -396,9 +414,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 
 
 @click.command()
-@click.argument(
-    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@_files_argument
 @click.option(
     "--pipeline",
     "-p",
@@ -410,15 +426,8 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 @_step_option
 @_save_option
 @_events_option
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    show_default=True,
-    envvar="XMLFLOW_URL",
-    show_envvar=True,
-    help=_URL_HELP,
-)
-@click.option("--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP)
+@_url_option
+@_token_option
 def submit(
     files: Sequence[Path],
     pipeline: str | None,
@@ -433,7 +442,7 @@ def submit(
     The files are sent as they are, in one upload: all become jobs, or none do. Exits
     0 only when every job succeeded; Ctrl-C stops following (the jobs go on).
     """
-    from .progress import FileJob
+    from .display import FileJob
 
     options = _options(option_texts)
     _quiet_logs()

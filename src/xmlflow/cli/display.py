@@ -1,9 +1,10 @@
 """How ``xmlflow run`` and ``xmlflow submit`` show jobs: a live rich display, or JSON lines.
 
-Both read the same events the stream sends (see ARCHITECTURE.md, "Events"), whether
-from the local event log (``run``) or a server's SSE stream (``submit``, ``jobs
-follow``); the JSON lines are those events with the job and file they belong to, one
-object a line: ``{"job": id, "file": name, "id": n, "event": type, "data": {...}}``.
+Both read the same events the stream sends (docs/api.md, "Events"), whether from the
+local event log (``run``) or a server's SSE stream (``submit``, ``jobs follow``); the
+JSON lines are those events with the job and file they belong to, one object a line:
+``{"job": id, "file": name, "id": n, "event": type, "data": {...}}``. Only the live
+display loads rich, when it is made: JSON lines start without it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
-from rich.table import Column
 
-from .models import Event, EventType
-from .units import format_duration, format_rate, format_size, plural
+from ..models import Event, EventType
+from ..units import format_duration, format_rate, format_size, plural
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
 NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's
@@ -71,6 +72,13 @@ def located_error(source: Path | str, error: str) -> str:
     if match:
         return f"{source}:{match[1]}:{match[2]}: error: {match[3]}"
     return f"{source}: error: {error}"
+
+
+def escape(text: str) -> str:
+    """Text shown as it is in rich markup (rich is loaded by the live display only)."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
 
 
 class JsonLinesReporter:
@@ -134,6 +142,9 @@ class RichReporter:
     """
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
+
         self.console = console
         self.progress = Progress(
             TextColumn(

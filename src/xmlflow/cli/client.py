@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import XmlflowError
-from .models import Event, EventType
+from ..errors import XmlflowError
+from ..models import Event, EventType
 
 if TYPE_CHECKING:
     import httpx  # imported where used: ``xmlflow run`` loads this module, never httpx

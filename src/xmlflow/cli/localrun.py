@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ..backends.base import EventLog
+from ..errors import Unprocessable, XmlflowError
+from ..models import Event, EventType
+from ..service import Service, Upload
+from ..settings import Settings
+from ..upload_options import check_job_options
 from .client import umask
-from .errors import Unprocessable, XmlflowError
-from .models import Event, EventType
-from .progress import FileJob, Reporter
-from .service import Service, Upload
-from .settings import Settings
-from .upload_options import check_job_options
+from .display import FileJob, Reporter
 
-POLL_INTERVAL = 0.05  # seconds between looks at the event log while jobs run
+QUIET = 1.0  # seconds a listener waits for an event before it looks whether to stop
+CANCEL_WAIT = 5.0  # seconds Ctrl-C waits for the cancelled jobs to end
 
 
 def parse_option(text: str) -> tuple[str, str, Any]:
@@ -90,14 +95,18 @@ class LocalRun:
             )
             service = Service(settings)
             service.start()  # its runner threads
+            listening: Listening | None = None
             try:
                 self._submit(service, jobs)
                 self.reporter.start(jobs, len(settings.pipelines[self.pipeline]))
-                self._follow(service, jobs)
+                listening = Listening(service.events, jobs, settings.workers + 1)
+                self._follow(service, listening)
             except KeyboardInterrupt:
-                self._cancel_all(service, jobs)
+                self._cancel_all(service, jobs, listening)
                 raise
             finally:
+                if listening is not None:
+                    listening.stop()
                 service.close()
         self.reporter.finish(jobs)
         return jobs
@@ -113,19 +122,17 @@ class LocalRun:
         for job, created in zip(jobs, submitted, strict=True):
             job.job_id = created.id
 
-    def _follow(self, service: Service, jobs: list[FileJob], timeout: float | None = None) -> None:
-        """Read each job's new events from the log, as a stream would, until all ended."""
+    def _follow(self, service: Service, listening: Listening, timeout: float | None = None) -> None:
+        """Show each job's events as its listener hands them over, until all ended."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not all(job.done for job in jobs):
-            if deadline is not None and time.monotonic() > deadline:
+        while not all(job.done for job in listening.jobs):
+            left = None if deadline is None else deadline - time.monotonic()
+            handed = listening.next(left)
+            if handed is None:
                 return
-            quiet = True
-            for job in (j for j in jobs if j.job_id and not j.done):
-                for event in service.events.read(job.job_id, job.last_event):
-                    quiet = False
-                    self._handle(service, job, event)
-            if quiet:
-                time.sleep(POLL_INTERVAL)
+            job, events = handed
+            for event in events:
+                self._handle(service, job, event)
 
     def _handle(self, service: Service, job: FileJob, event: Event) -> None:
         job.last_event = event.id
@@ -161,10 +168,72 @@ class LocalRun:
         self._written.add(target)
         return target
 
-    def _cancel_all(self, service: Service, jobs: list[FileJob]) -> None:
+    def _cancel_all(
+        self, service: Service, jobs: list[FileJob], listening: Listening | None
+    ) -> None:
         """Stop what still runs and wait briefly, so steps can clean up their files."""
         for job in jobs:
             if job.job_id and not job.done:
                 with contextlib.suppress(XmlflowError):  # it ended meanwhile
                     service.cancel(job.job_id)
-        self._follow(service, [j for j in jobs if j.job_id], timeout=5)
+        if listening is None:  # interrupted while submitting: show what was submitted end
+            submitted = [j for j in jobs if j.job_id]
+            self.reporter.start(submitted, len(self.settings.pipelines[self.pipeline]))
+            listening = Listening(service.events, submitted, self.settings.workers + 1)
+        try:
+            self._follow(service, listening, timeout=CANCEL_WAIT)
+        finally:
+            listening.stop()
+
+
+class Listening:
+    """Listeners on the event log (:meth:`EventLog.listen`) handing each job's events, as
+    they are appended, to the one thread that shows them: a run waits for nothing else.
+
+    ``listeners`` threads take the jobs in the order they were queued, the order the
+    executor starts them, and each follows its job until it ends: with one more listener
+    than jobs run at once, every running job has one, and a thousand files need no
+    thousand threads (a job still queued shows nothing new until it starts).
+    """
+
+    def __init__(self, events: EventLog, jobs: list[FileJob], listeners: int) -> None:
+        self.jobs = jobs
+        self._events = events
+        self._waiting = iter(list(jobs))
+        self._lock = threading.Lock()
+        self._handed: queue.SimpleQueue[tuple[FileJob, list[Event]]] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._listen, name=f"xmlflow-listen-{i}", daemon=True)
+            for i in range(min(listeners, len(jobs)))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def next(self, timeout: float | None) -> tuple[FileJob, list[Event]] | None:
+        """The next events of one job; None once ``timeout`` seconds passed without."""
+        if timeout is not None and timeout <= 0:
+            return None
+        try:
+            return self._handed.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """End every listener (within ``QUIET`` seconds) before the event log closes."""
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _listen(self) -> None:
+        while not self._stopped.is_set() and (job := self._take()) is not None:
+            with closing(self._events.listen(job.job_id, 0, QUIET)) as batches:
+                for events in batches:
+                    if events:
+                        self._handed.put((job, events))
+                    if self._stopped.is_set() or (events and events[-1].type is EventType.END):
+                        break
+
+    def _take(self) -> FileJob | None:
+        with self._lock:
+            return next(self._waiting, None)
