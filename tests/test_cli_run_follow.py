@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,13 @@ CONFIG = """
 """
 STEPS = {
     "ticks": """
+        import os
         import time
 
         def run_ticks(ctx):
+            if "XMLFLOW_TEST_PIDFILE" in os.environ:  # where a test looks for the job's process
+                with open(os.environ["XMLFLOW_TEST_PIDFILE"], "a") as pids:
+                    pids.write(f"{os.getpid()} ")
             count = ctx.options["ticks"]
             for tick in range(1, count + 1):
                 if ctx.cancelled:
@@ -122,6 +127,47 @@ def test_ctrl_c_cancels_running_and_queued_jobs_shows_their_end_and_exits_130(
     for seen in events.values():
         assert [e["id"] for e in seen] == list(range(1, len(seen) + 1))
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_process_or_file(
+    config: Path, tmp_path: Path, signum: int
+) -> None:
+    """``timeout``, systemd or a closed terminal signal the run's process alone: its jobs
+    are cancelled, their processes end, and the temporary folder (a copy of each input)
+    goes too."""
+    files = _inputs(tmp_path / "in", 2)
+    temp, pidfile = tmp_path / "tmp", tmp_path / "pids"
+    temp.mkdir()
+    argv = _xmlflow_run(config, "--pipeline", "slow", "--workers", "1", "--out", tmp_path / "out")
+    env = {**os.environ, "TMPDIR": str(temp), "XMLFLOW_TEST_PIDFILE": str(pidfile)}
+    run = subprocess.Popen([*argv, *files], stdout=subprocess.PIPE, text=True, env=env)
+    assert run.stdout is not None
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if '"event":"progress"' in line:
+            break
+    run.send_signal(signum)
+    rest, _ = run.communicate(timeout=30)
+    assert run.returncode == 128 + signum
+    events = _by_job("".join(lines) + rest)
+    ends = [e["data"]["status"] for seen in events.values() for e in seen if e["event"] == "end"]
+    assert ends == ["cancelled", "cancelled"]
+    job_pid = int(pidfile.read_text().split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(job_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(job_pid), "the job's process outlived the run"
+    assert list(temp.iterdir()) == [], "the run's temporary folder was left behind"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_run_json_loads_no_rich(config: Path, tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ Kept apart from the service's commands (:mod:`.server`), so that those and these
 client-side ones can change independently. Every option falls back to an environment
 variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same way
 (:mod:`.display`) and exit the same way: 0 when every job succeeded, 1 when one did
-not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C.
+not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C
+(``run`` also stops that way on SIGTERM and SIGHUP, exiting 143 and 129).
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ def run(
     options = _options(option_texts)
     _quiet_logs()
     reporter = _reporter(as_json)
+    _stop_on_signals()
     try:
         settings = load_settings(config_path=config_path, workers=workers)
         jobs = LocalRun(settings, pipeline, options, out_dir, reporter).run(files)
@@ -154,9 +156,30 @@ def run(
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from None
+    except Stopped as exc:
+        sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (``timeout``, systemd, a closed terminal): stop as Ctrl-C does —
+    cancel the jobs, stop their processes, remove the run's temporary folder."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
 
 
 def _options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
