@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test lint system-deps bench clean test-native-asan
+.PHONY: run test lint system-deps build-deps bench clean test-native-asan
 
 # Under CI the native core must build, warning-free (setup.py reads these).
 ifeq ($(CI),true)
@@ -26,12 +26,15 @@ lint: $(VENV)/.installed-test
 system-deps:
 	@bash scripts/system-deps.sh
 
+build-deps:
+	@bash scripts/system-deps.sh build
+
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 # system-deps first: pip compiles the native core, which needs gcc and expat.h.
-$(VENV)/.installed: pyproject.toml $(NATIVE_SRC) | $(VENV)/bin/python system-deps
+$(VENV)/.installed: pyproject.toml $(NATIVE_SRC) | $(VENV)/bin/python build-deps
 	$(BIN)/pip install --quiet -e .
 	touch $@
 

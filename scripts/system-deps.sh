@@ -7,15 +7,21 @@
 # then skip, and without a compiler the pure-Python converter runs; under CI=true both
 # fail.
 set -euo pipefail
+# `system-deps.sh build`: only what building the package needs (`make run`);
+# with no argument, also the test programs (`make test`).
 
 PYTHON="${PYTHON:-python3}"
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-[ -x "${XMLFLOW_CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
-command -v gcc >/dev/null || missing+=(gcc)
-[ -f /usr/include/expat.h ] || missing+=(libexpat1-dev)
+build=()
+tests=()
+command -v gcc >/dev/null || build+=(gcc)
+[ -f /usr/include/expat.h ] || build+=(libexpat1-dev)
 include="$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-[ -f "$include/Python.h" ] && [ -f "$include/pyexpat.h" ] || missing+=(python3-dev)
+[ -f "$include/Python.h" ] && [ -f "$include/pyexpat.h" ] || build+=(python3-dev)
+if [ "${1:-all}" != build ]; then
+    command -v redis-server >/dev/null || tests+=(redis-server)
+    [ -x "${XMLFLOW_CHROMIUM:-/usr/bin/chromium}" ] || tests+=(chromium)
+fi
+missing=("${build[@]}" "${tests[@]}")
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
@@ -23,6 +29,12 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-    echo "note: ${missing[*]} not installed (sudo apt-get install ${missing[*]});" \
-         "the tests that need them will skip, the native XML core will not be built" >&2
+    if [ ${#build[@]} -gt 0 ]; then
+        echo "note: ${build[*]} not installed (sudo apt-get install ${build[*]}):" \
+             "the native XML core will not be built; the pure-Python converter runs" >&2
+    fi
+    if [ ${#tests[@]} -gt 0 ]; then
+        echo "note: ${tests[*]} not installed (sudo apt-get install ${tests[*]}):" \
+             "the tests that need them will skip (under CI=true they fail)" >&2
+    fi
 fi

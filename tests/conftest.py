@@ -39,6 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "corpus"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under ``CI=true`` the corpus tests must run: its absence is an error, not 40 skips."""
+    if os.environ.get("CI") == "true" and not CORPUS.is_dir():
+        raise pytest.UsageError(
+            f"CI=true but the shared corpus is not at {CORPUS}: the corpus tests would "
+            "skip. Put it there (see README, Development), or run without CI=true."
+        )
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
