@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import xmltodict
 from click.testing import CliRunner
@@ -200,6 +201,12 @@ def test_invalid_document_fails_with_a_short_error_and_a_full_report(steps_srv: 
     assert "'four' is not a valid value" in report[0]["message"]
     assert all(v["line"] == 1 and v["column"] >= 0 for v in report)
     assert "'p303' is not a valid value" in report[-1]["message"]
+    # the zip of a job's outputs holds what the failed job offers, as the list says
+    job_id = events[0].data["job"]
+    zipped = httpx.get(f"{steps_srv.url}/api/jobs/{job_id}/outputs.zip", timeout=30)
+    assert zipped.status_code == 200, zipped.text
+    archive = zipfile.ZipFile(io.BytesIO(zipped.content))
+    assert archive.read("books.errors.jsonl") == outputs["books.errors.jsonl"]
 
 
 def test_an_upload_may_lower_validate_s_report(steps_srv: Server) -> None:

@@ -235,10 +235,13 @@ def content_disposition(name: str) -> str:
 
 @bp.get("/api/jobs/<job_id>/outputs.zip")
 def download_zip(job_id: str) -> Response:
-    """Every output of a succeeded job in one zip, streamed as it is compressed."""
+    """Every output the job offers in one zip, streamed as it is compressed: a succeeded
+    job's, or the complete files a failed one keeps (such as validate's report)."""
     job = get_job_or_404(job_id)
-    if job.status is not JobStatus.SUCCEEDED:
-        raise Conflict(f"job {job_id} is {job.status}: only a succeeded job has outputs")
+    if not job.status.finished:
+        raise Conflict(f"job {job_id} has not ended yet (it is {job.status}): no outputs yet")
+    if not job.outputs:
+        raise Conflict(f"job {job_id} ended {job.status} and offers no outputs")
     svc = service()
     files = [(o.name, svc.output_path(job, o.name)) for o in job.outputs]
     name = f"{secure_filename(Path(job.filename).stem) or 'outputs'}-{job.id[:8]}.zip"
