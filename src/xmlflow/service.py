@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from .backends import Backend, EventLog, JobStore, open_backend
-from .errors import BadRequest, ConfigError, Conflict, NotFound, QueueFull, is_backend_outage
+from .errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    NotFound,
+    QueueFull,
+    UploadTooLarge,
+    is_backend_outage,
+)
 from .jobfiles import JobFiles, incoming_file, make_folders
 from .jobprocess import kill_children
 from .jobrun import JobRunner
@@ -145,8 +153,14 @@ class Service:
             raise BadRequest(exc.message, details=exc.details) from None
 
     def _check_room(self, count: int) -> None:
-        waiting = self.store.count_queued()
         limit = self.settings.max_queued
+        if count > limit:  # never fits: "try again" would be a lie
+            raise UploadTooLarge(
+                f"{count} files in one upload, but at most {limit} jobs can wait "
+                f"(XMLFLOW_MAX_QUEUED): send them in uploads of {limit} or fewer",
+                details={"files": count, "max_queued": limit},
+            )
+        waiting = self.store.count_queued()
         if waiting + count > limit:
             raise QueueFull(
                 f"{waiting} job(s) are waiting and the limit is {limit} "

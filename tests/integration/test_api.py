@@ -255,6 +255,13 @@ def test_queue_full_is_503_with_retry_after_and_creates_no_job(tmp_path: Path) -
         health = httpx.get(f"{srv.url}/api/health")
         assert health.status_code == 503 and health.json()["failed"] == ["queue"]
         assert list((srv.data_dir / "incoming").iterdir()) == []  # the refused upload is gone
+        # more files than can ever wait: not "try again", but "send fewer at a time"
+        too_many = post_jobs(srv, ("4.xml", b"<a/>"), ("5.xml", b"<a/>"))
+        assert_error(too_many, 413, "upload_too_large")
+        assert "Retry-After" not in too_many.headers
+        assert "uploads of 1 or fewer" in too_many.json()["error"]["message"]
+        assert job_count(srv) == 2
+        assert list((srv.data_dir / "incoming").iterdir()) == []
     finally:
         srv.stop()
 
