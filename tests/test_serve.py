@@ -193,6 +193,8 @@ def test_a_second_server_on_the_same_data_folder_refuses_to_start(slow_server: S
         second = serve_to_the_end(XMLFLOW_DATA_DIR=str(slow_server.data_dir))
         assert second.returncode != 0
         assert "another xmlflow process is serving" in second.stderr
+        assert "Traceback" not in second.stderr, second.stderr  # one line, not gunicorn's
+        assert "xmlflow serving" not in second.stdout  # nor a promise it did not keep
         assert httpx.get(slow_server.url + "/api/health", timeout=10).status_code == 200
     finally:
         slow_server.stop()

@@ -227,6 +227,10 @@ def run_gunicorn(host: str, port: int, workers: int, *, log_level: str = "INFO")
         from .backends import redis_extra_installed
 
         redis_extra_installed()
+    else:  # the same for a data folder another server holds (the worker takes it after)
+        from .backends.embedded import lock_data_dir
+
+        lock_data_dir(settings.data_dir.resolve()).close()
     mode = f"Redis, {workers} web worker(s)" if settings.redis_url else "embedded"
     print(
         f"xmlflow serving http://{host}:{port}/ (gunicorn + gevent, {mode}; "

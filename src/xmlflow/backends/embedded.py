@@ -95,16 +95,23 @@ class EmbeddedDuties:
 
     def _lock_data_dir(self) -> None:
         """One embedded server per data folder: a second one would 'recover' live jobs."""
-        self._lock_file = open(self.data_dir / "xmlflow.lock", "wb")  # noqa: SIM115
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise Conflict(
-                f"another xmlflow process is serving {self.data_dir} in embedded mode; "
-                "use another XMLFLOW_DATA_DIR, or XMLFLOW_REDIS_URL to run several"
-            ) from None
+        self._lock_file = lock_data_dir(self.data_dir)
+
+
+def lock_data_dir(data_dir: Path) -> IO[bytes]:
+    """The data folder's lock, held while the returned file stays open; :class:`Conflict`
+    naming the remedy when another embedded process holds it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_file = open(data_dir / "xmlflow.lock", "wb")  # noqa: SIM115 - the caller closes it
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise Conflict(
+            f"another xmlflow process is serving {data_dir} in embedded mode; "
+            "use another XMLFLOW_DATA_DIR, or XMLFLOW_REDIS_URL to run several"
+        ) from None
+    return lock_file
 
 
 def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) -> Backend:
