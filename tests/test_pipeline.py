@@ -246,7 +246,7 @@ def test_a_user_step_declares_its_upload_options(tmp_path: Path) -> None:
     assert top.problem(5, 10) is None
     assert top.problem(11, 10) == "may only lower the configured limit of 10, not raise it"
     assert top.problem(0, 10) == "must be at least 1, not 0"
-    assert top.problem(True, 10) == "must be a whole number, not True"
+    assert top.problem(True, 10) == "must be a whole number, not true"
     assert top.to_dict(20) == {
         "name": "top",
         "type": "integer",

@@ -58,6 +58,7 @@ web process, in an RQ worker and under ``xmlflow run``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -106,15 +107,15 @@ class UploadOption:
         ``configured`` is the step's value in ``config.py`` (``default`` if it has none).
         """
         if not any(_is_json_type(value, t) for t in self.types):
-            return f"must be {' or '.join(_TYPE_WORDS[t] for t in self.types)}, not {value!r:.80}"
+            return f"must be {' or '.join(_TYPE_WORDS[t] for t in self.types)}, not {_json(value)}"
         if self.choices and value not in self.choices:
-            allowed = ", ".join(repr(c) for c in self.choices)
-            return f"must be one of {allowed}, not {value!r:.80}"
+            allowed = ", ".join(_json(c) for c in self.choices)
+            return f"must be one of {allowed}, not {_json(value)}"
         if _is_number(value):
             if self.minimum is not None and value < self.minimum:
-                return f"must be at least {self.minimum:g}, not {value!r}"
+                return f"must be at least {self.minimum:g}, not {_json(value)}"
             if self.at_most_configured and _is_number(configured) and value > configured:
-                return f"may only lower the configured limit of {configured!r}, not raise it"
+                return f"may only lower the configured limit of {_json(configured)}, not raise it"
         return None
 
     def to_dict(self, configured: Any = None) -> dict[str, Any]:
@@ -347,3 +348,13 @@ class StepContext:
         """A file in this job's work or output folder (``resolved`` is absolute)."""
         folders = (self.workdir.resolve(), self.output_dir.resolve())
         return resolved.is_file() and any(resolved.is_relative_to(d) for d in folders)
+
+
+def _json(value: Any) -> str:
+    """A value as the client wrote it (JSON: ``true``, ``null``, ``"text"``), at most 80
+    characters: messages about upload options quote JSON, not Python's ``True``/``None``."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"

@@ -95,7 +95,7 @@ def _refuse_unknown_fields() -> None:
         if UPLOAD_FIELDS.get(name) != kind:
             expected = ", ".join(f"{n!r} ({k})" for n, k in UPLOAD_FIELDS.items())
             raise BadRequest(
-                f"unexpected {kind} {name!r} in the upload; it takes {expected}",
+                f"the upload has {kind} {name!r} it does not take; it takes {expected}",
                 details={"field": name},
             )
 
