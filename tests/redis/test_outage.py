@@ -143,3 +143,21 @@ def test_restarted_redis_keeps_workers_working(outage_cluster: Cluster) -> None:
     for job in jobs:
         assert_one_clean_run(web.events(job["id"]))
     assert_alive(*workers)
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it(outage_cluster: Cluster) -> None:
+    """A machine's boot order is nobody's promise: ``xmlflow worker`` started before
+    Redis waits for it (backing off), then takes jobs, as after an outage."""
+    cluster = outage_cluster
+    cluster.redis.stop()
+    try:
+        worker = cluster.worker()
+        time.sleep(3)
+        assert_alive(worker)
+    finally:
+        cluster.redis.start()
+    web = cluster.web()
+    [job] = web.upload(("a.xml", b"<a/>"))
+    assert_one_clean_run(web.events(job["id"]))
+    assert_alive(worker)
+    assert "cannot reach Redis" in worker.log_path.read_text()

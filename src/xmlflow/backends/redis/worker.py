@@ -77,9 +77,17 @@ def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = N
     """
     pause = RESTART_PAUSE[0]
     while True:
-        worker = Worker(
-            [Queue(QUEUE_NAME, connection=client)], connection=client, name=name or worker_name()
-        )
+        try:  # RQ names its connection here: Redis may be away from the very start
+            worker = Worker(
+                [Queue(QUEUE_NAME, connection=client)],
+                connection=client,
+                name=name or worker_name(),
+            )
+        except redis.RedisError as exc:
+            log.warning("worker cannot reach Redis (%s); trying again in %.0f s", exc, pause)
+            time.sleep(pause)  # no RQ signal handler yet: SIGTERM/SIGINT end the process
+            pause = min(pause * 2, RESTART_PAUSE[1])
+            continue
         started = time.monotonic()
         try:
             worker.work(burst=burst, with_scheduler=False)
