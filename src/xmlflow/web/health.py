@@ -43,7 +43,10 @@ def _run(check: Check, svc: Service) -> dict[str, Any]:
     try:
         return check(svc)
     except Exception as exc:
-        log.warning("health check %s failed", check.__name__, exc_info=True)
+        # One line per failed check: a load balancer polls this every few seconds during
+        # an outage, and the same traceback each time would bury the rest of the log.
+        log.warning("health check %s failed: %s: %s", check.__name__, type(exc).__name__, exc)
+        log.debug("health check %s failed", check.__name__, exc_info=True)
         # Anyone may ask: say what kind of failure, not which paths (the log has those).
         # Redis's own text names commands and keys: only the kind of failure is said.
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
