@@ -66,6 +66,21 @@ class Upload:
     group: str | None = None
 
 
+def check_submission(
+    settings: Settings, pipeline: str | None, options: dict[str, dict[str, Any]]
+) -> list[StepSpec]:
+    """The checks of what a client asks for, before any file is taken: the pipeline exists
+    (400) and the options are ones its steps let an upload set (422,
+    :mod:`xmlflow.upload_options`). :meth:`Service.submit_many` runs them; ``xmlflow run``
+    runs them first too, so that a typo is refused before gigabytes are copied."""
+    try:
+        specs = settings.pipeline(pipeline)
+    except ConfigError as exc:  # the client's mistake here, not the config's
+        raise BadRequest(exc.message, details=exc.details) from None
+    check_job_options(options, specs, settings)
+    return specs
+
+
 class Service:
     """One per process: the settings, the backend, and the job files."""
 
@@ -139,18 +154,11 @@ class Service:
         becomes a job, or none does, and a client never has to guess which. The files
         of the uploads are moved, not copied.
         """
-        specs = self._pipeline(pipeline)
         options = options or {}
-        check_job_options(options, specs, self.settings)
+        specs = check_submission(self.settings, pipeline, options)
         self._check_room(len(uploads))
         name = pipeline or DEFAULT_PIPELINE
         return [self._submit(upload, name, specs, options) for upload in uploads]
-
-    def _pipeline(self, name: str | None) -> list[StepSpec]:
-        try:
-            return self.settings.pipeline(name)
-        except ConfigError as exc:  # the client's mistake here, not the config's
-            raise BadRequest(exc.message, details=exc.details) from None
 
     def _check_room(self, count: int) -> None:
         limit = self.settings.max_queued

@@ -86,7 +86,10 @@ def test_a_misspelled_key_is_refused_with_the_close_match(steps_srv: Server) -> 
     ("options", "named"),
     [
         ({"process_xml": {"mode": 5}}, ["'mode'", "must be a string"]),
-        ({"process_xml": {"mode": "xml"}}, ["'mode'", 'must be one of "json", "jsonl", "split", not "xml"']),
+        (
+            {"process_xml": {"mode": "xml"}},
+            ["'mode'", 'must be one of "json", "jsonl", "split", not "xml"'],
+        ),
         ({"process_xml": {"coerce_types": "yes"}}, ["'coerce_types'", "true or false"]),
         ({"process_xml": {"force_list": [1, 2]}}, ["'force_list'", "a list of strings"]),
         ({"validate": {"max_errors": "10"}}, ["'max_errors'", "a whole number"]),

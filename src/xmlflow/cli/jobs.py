@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import orjson
 
-from ..errors import Unprocessable, XmlflowError
+from ..errors import BadRequest, Unprocessable, XmlflowError
 from ..models import EventType
 from ..units import format_duration, format_size, plural
 from .client import DEFAULT_URL, ApiClient, ApiError
@@ -152,7 +152,7 @@ def run(
     try:
         settings = load_settings(config_path=config_path, workers=workers)
         jobs = LocalRun(settings, pipeline, options, out_dir, reporter).run(files)
-    except Unprocessable as exc:
+    except (BadRequest, Unprocessable) as exc:  # the pipeline or an option
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
         raise click.ClickException(exc.message) from None

@@ -24,11 +24,10 @@ from typing import Any
 import orjson
 
 from ..backends.base import EventLog
-from ..errors import Unprocessable, XmlflowError
+from ..errors import XmlflowError
 from ..models import Event, EventType
-from ..service import Service, Upload
+from ..service import Service, Upload, check_submission
 from ..settings import Settings
-from ..upload_options import check_job_options
 from .client import umask
 from .display import FileJob, Reporter
 
@@ -74,11 +73,7 @@ class LocalRun:
         out_dir: Path,
         reporter: Reporter,
     ) -> None:
-        if pipeline not in settings.pipelines:
-            raise Unprocessable(
-                f"unknown pipeline {pipeline!r}", details={"pipelines": sorted(settings.pipelines)}
-            )
-        check_job_options(options, settings.pipelines[pipeline], settings)
+        check_submission(settings, pipeline, options)  # before any file is copied
         self.settings = settings
         self.pipeline = pipeline
         self.options = options
