@@ -40,12 +40,15 @@ def jobs_cli(srv: Server, *args: str | Path, token: str | None = TOKEN) -> click
     return CliRunner().invoke(main, ["jobs", *map(str, args)], env=env, catch_exceptions=False)
 
 
-def submit(srv: Server, name: str, body: bytes, pipeline: str = "default") -> str:
+def submit(
+    srv: Server, name: str, body: bytes, pipeline: str = "default", token: str = TOKEN
+) -> str:
+    """Upload one file over the API, as a client with ``token``; its job's id."""
     response = httpx.post(
         f"{srv.url}/api/jobs",
         files={"file": (name, body)},
         data={"pipeline": pipeline},
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 202, response.text
     job_id: str = response.json()["jobs"][0]["id"]

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from xmlflow.cli import main
 
 from .conftest import TEST_STEPS, Server, write_config
+from .test_cli_jobs import submit
 
 CONFIG = """
     SHOUT = {"id": "shout", "name": "Shout", "module": "run_shout", "options": {"suffix": "!"}}
@@ -155,8 +156,8 @@ def test_url_and_token_go_after_the_subcommand_and_list_has_a_header(
 
 
 def test_jobs_follow_shows_a_job_to_its_end(srv: Server, tmp_path: Path) -> None:
-    ok = upload(srv, "followed.xml", b"<f/>", pipeline="slow")
-    failed = upload(srv, "broken.xml", b"<b/>", pipeline="raising")
+    ok = submit(srv, "followed.xml", b"<f/>", pipeline="slow", token=TOKEN)
+    failed = submit(srv, "broken.xml", b"<b/>", pipeline="raising", token=TOKEN)
     result = cli("jobs", "follow", ok, "--out", tmp_path / "got", *server_args(srv))
     assert result.exit_code == 0, result.output
     assert "followed.xml: succeeded, 1 output" in result.output
@@ -193,17 +194,6 @@ def test_a_dropped_stream_resumes_with_last_event_id(srv: Server, files: list[Pa
     assert events[-1]["event"] == "end" and events[-1]["data"]["status"] == "succeeded"
     streams = [r for r in proxy.requests if r.startswith(b"GET /api/events")]
     assert len(streams) >= 2 and b"last-event-id:" in streams[1].lower()
-
-
-def upload(srv: Server, name: str, body: bytes, pipeline: str) -> str:
-    response = httpx.post(
-        f"{srv.url}/api/jobs",
-        files={"file": (name, body)},
-        data={"pipeline": pipeline},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-    assert response.status_code == 202, response.text
-    return str(response.json()["jobs"][0]["id"])
 
 
 class CuttingProxy:
