@@ -83,7 +83,8 @@ class EmbeddedDuties:
     def start(self, take_over: Callable[[bool], None]) -> None:
         """Take the data folder, let the service settle what the last process left
         (``take_over(exclusive=True)``), then start running jobs."""
-        self._lock_data_dir()
+        # One embedded server per data folder: a second one would 'recover' live jobs.
+        self._lock_file = lock_data_dir(self.data_dir)
         take_over(True)
         self.executor.start()
 
@@ -92,10 +93,6 @@ class EmbeddedDuties:
         if self._lock_file is not None:
             self._lock_file.close()  # releases the data folder's lock
             self._lock_file = None
-
-    def _lock_data_dir(self) -> None:
-        """One embedded server per data folder: a second one would 'recover' live jobs."""
-        self._lock_file = lock_data_dir(self.data_dir)
 
 
 def lock_data_dir(data_dir: Path) -> IO[bytes]:
