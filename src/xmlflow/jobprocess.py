@@ -16,21 +16,24 @@ worker stuck for ever. In a child process:
   regular expression backtracking for ever never looks at ``ctx.cancelled``);
 - a run the store refuses (:class:`~xmlflow.models.Superseded`: another run replaced
   it) or that lost its lease kills its child at once and raises;
-- ``XMLFLOW_JOB_MEMORY_MB`` caps the child's address space: a greedy step gets a
-  ``MemoryError`` (or is killed), not the machine;
+- ``XMLFLOW_JOB_MEMORY_MB`` caps what the child may map beyond the address space it
+  starts with (what it shares with the process it was forked from, which depends on
+  how it was started): a greedy step gets a ``MemoryError`` (or is killed), not the
+  machine;
 - a child that dies (``os._exit``, a signal, the OOM killer) fails its job with
   its exit status, and the rest of the pipeline is marked skipped;
 - the child dies with its parent (``PR_SET_PDEATHSIG``), so a killed server
   leaves no orphan writing outputs for a job that is now ``interrupted``.
 
-Children come from a ``forkserver`` (safe in a threaded parent, and quick: the
-server process preloads xmlflow and lxml once).
+Children come from a fork server (safe in a threaded parent): multiprocessing's
+``forkserver``, which preloads xmlflow once, or, where the process forked one before
+its first thread (``xmlflow run``), a :mod:`~xmlflow.zygote`, which needs no new
+interpreter at all.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -43,9 +46,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from . import zygote
 from .models import (
     CANCELLED_BY_REQUEST,
     INTERRUPTED,
+    OUT_OF_MEMORY,
     EventType,
     JobStatus,
     StepStatus,
@@ -106,18 +111,7 @@ def run_isolated(
     that exists for one job only (RQ's work-horse) passes ``fork``: it has nothing
     to lose to a fork and would pay a forkserver's start-up for every job.
     """
-    context = _mp_context(start_method)
-    parent_end, child_end = context.Pipe(duplex=True)
-    for end in (parent_end, child_end):  # under gevent, socketpair() hands out non-blocking
-        os.set_blocking(end.fileno(), True)  # ends, and Connection's reads expect blocking
-    # Not a daemon: a step may start processes of its own (daemons cannot).
-    child = context.Process(
-        target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
-    )
-    with _children_lock:
-        child.start()
-        _children.add(child)
-    child_end.close()
+    child, parent_end = _start_child(plan, start_method)
     watch = _Supervisor(plan, emit)
     try:
         result = watch.follow(parent_end, child, is_cancelled, abandoned)
@@ -131,6 +125,35 @@ def run_isolated(
     if result is None:
         result = watch.lost(child.exitcode, stopping=_stopping.is_set())
     return result
+
+
+def _start_child(plan: RunPlan, start_method: str) -> tuple[Any, Connection]:
+    """The job's process, running :func:`_child_main`, and our end of its pipe."""
+    forks = zygote.running() if start_method == "forkserver" else None
+    if forks is not None:
+        try:
+            with _children_lock:
+                child = forks.start_process(_child_main, (plan,))
+                _children.add(child)
+            return child, child.conn
+        except OSError as exc:
+            if forks.alive():
+                raise
+            log.warning("the zygote is gone (%s): jobs start from a forkserver now", exc)
+            zygote.stop()
+    context = _mp_context(start_method)
+    parent_end, child_end = context.Pipe(duplex=True)
+    for end in (parent_end, child_end):  # under gevent, socketpair() hands out non-blocking
+        os.set_blocking(end.fileno(), True)  # ends, and Connection's reads expect blocking
+    # Not a daemon: a step may start processes of its own (daemons cannot).
+    child = context.Process(
+        target=_child_main, args=(plan, child_end), name=f"xmlflow-job-{plan.job_id}"
+    )
+    with _children_lock:
+        child.start()
+        _children.add(child)
+    child_end.close()
+    return child, parent_end
 
 
 class _Supervisor:
@@ -260,18 +283,20 @@ def _describe_exit(exitcode: int | None) -> str:
 
 
 def _child_main(plan: RunPlan, conn: Connection) -> None:
-    _die_with_parent()
+    zygote.die_with_parent()
     # SIGTERM ends the child even inside C code: no Python handler inherited from the
     # parent (RQ's horse installs one) that would wait for the interpreter to run it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Ctrl-C reaches the terminal's whole process group: the server, not the job, decides
     # what it means (the job ends interrupted), so a step must not die of it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=plan.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(  # force: a zygote's child has its parent's handlers
+        level=plan.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     if plan.memory_mb:
-        limit = int(plan.memory_mb * 1024 * 1024)
+        limit = _mapped_bytes() + int(plan.memory_mb * 1024 * 1024)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cancelled = threading.Event()
     threading.Thread(target=_await_cancel, args=(conn, cancelled), daemon=True).start()
@@ -285,7 +310,7 @@ def _child_main(plan: RunPlan, conn: Connection) -> None:
     try:
         result = run_plan(plan, emit, cancelled.is_set)
     except MemoryError:
-        result = RunResult(JobStatus.FAILED, "out of memory (XMLFLOW_JOB_MEMORY_MB)")
+        result = RunResult(JobStatus.FAILED, OUT_OF_MEMORY)
     with contextlib.suppress(OSError):
         conn.send(("result", result.status, result.error, result.outputs))
 
@@ -297,9 +322,10 @@ def _await_cancel(conn: Connection, cancelled: threading.Event) -> None:
         cancelled.set()
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+def _mapped_bytes() -> int:
+    """This process's address space now (``VmSize``); 0 where /proc does not tell."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0

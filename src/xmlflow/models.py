@@ -233,6 +233,7 @@ def _close_running_steps(job: Job) -> None:
 INTERRUPTED = "the server stopped while this job was running; upload the file again"
 LOST = "the worker running this job was lost (killed or crashed); upload the file again"
 CANCELLED_BY_REQUEST = "cancelled by request"
+OUT_OF_MEMORY = "out of memory (XMLFLOW_JOB_MEMORY_MB)"  # a step's MemoryError
 
 EventData = tuple[EventType, dict[str, Any]]
 

@@ -39,6 +39,7 @@ from .errors import (
 from .inputs import Limits, use_limits
 from .models import (
     CANCELLED_BY_REQUEST,
+    OUT_OF_MEMORY,
     EventType,
     JobStatus,
     StepSpec,
@@ -331,6 +332,8 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
     """A message a person can act on: ours as is, anything else with its type."""
     if isinstance(exc, StepFailed | StepLoadError):
         return exc.message
+    if isinstance(exc, MemoryError):  # the job process's cap, or the machine's
+        return OUT_OF_MEMORY
     log.error("step %r raised an unexpected error", spec.id, exc_info=exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
