@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from xmlflow.cli import main
 
 from .conftest import TEST_STEPS, Server, write_config
-from .test_cli_jobs import submit
+from .test_cli_jobs import error_line, run_cli, submit
 
 CONFIG = """
     SHOUT = {"id": "shout", "name": "Shout", "module": "run_shout", "options": {"suffix": "!"}}
@@ -67,18 +68,6 @@ def cli(*args: str | Path, env: dict[str, str] | None = None) -> click.testing.R
 
 def server_args(srv: Server) -> list[str]:
     return ["--url", srv.url, "--token", TOKEN]
-
-
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``xmlflow`` as a real process, in an 80-column terminal."""
-    return subprocess.run(
-        [sys.executable, "-m", "xmlflow", *map(str, args)],
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_submit_follows_each_job_and_saves_the_outputs(
@@ -302,3 +291,133 @@ def test_jobs_list_fits_the_terminal_and_keeps_names_whole_in_a_pipe(
         timeout=60,
     )
     assert any(line.endswith(name) for line in piped.stdout.splitlines()), piped.stdout
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server taking 3 files an upload and 7 waiting jobs; one job runs at a time."""
+    root = tmp_path_factory.mktemp("cli-submit-small")
+    held = '    PIPELINES["held"] = [dict(SHOUT, delay=30)]\n'
+    config = write_config(root / "conf", CONFIG + held, TEST_STEPS)
+    env = {"XMLFLOW_MAX_UPLOAD_FILES": "3", "XMLFLOW_MAX_QUEUED": "7", "XMLFLOW_WORKERS": "1"}
+    server = Server(config=config, data_dir=root / "data", env=env).start()
+    yield server
+    server.stop()
+
+
+def numbered(folder: Path, count: int) -> list[Path]:
+    made = []
+    for i in range(1, count + 1):
+        (folder / f"f{i}.xml").write_bytes(f"<n>{i}</n>".encode())
+        made.append(folder / f"f{i}.xml")
+    return made
+
+
+def test_more_files_than_one_upload_takes_go_in_several(small: Server, tmp_path: Path) -> None:
+    """XMLFLOW_MAX_UPLOAD_FILES=3 and 7 files: uploads of 3, 3 and 1, followed as one run."""
+    files = numbered(tmp_path, 7)
+    out = tmp_path / "out"
+    result = cli("submit", *files, "--out", out, "--url", small.url)
+    assert result.exit_code == 0, result.output
+    assert "7 files: 7 succeeded; 7 outputs" in result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"f{i}.upper.txt" for i in range(1, 8))
+    assert all((out / f"f{i}.upper.txt").read_text() == f"<N>{i}</N>!" for i in range(1, 8))
+
+
+def test_the_413_names_the_file_limit_for_older_clients_to_read(small: Server) -> None:
+    """Without /api/health's word for it, the limit is read from the server's 413 (its
+    ``details``, or an older server's words)."""
+    from xmlflow.cli.client import ApiClient, ApiError
+
+    with ApiClient(small.url) as client:
+        assert client.upload_room().per_upload == 3
+        with pytest.raises(ApiError) as refused:
+            client.submit([Path(__file__)] * 4, None, {})
+    assert refused.value.status == 413 and refused.value.details == {"limit": 3}
+    assert refused.value.upload_limit == 3
+    older = ApiError(refused.value.message, status=413)  # said in words only
+    assert older.upload_limit == 3
+
+
+def test_more_files_than_the_queue_has_room_for_are_not_sent(small: Server, tmp_path: Path) -> None:
+    files = numbered(tmp_path, 8)
+    never = run_cli("submit", *files, "--url", small.url)
+    assert never.returncode == 1
+    assert error_line(never, "submit") == (
+        "8 files, but at most 7 jobs can wait on this server "
+        "(XMLFLOW_MAX_QUEUED): nothing was sent; submit them 7 or fewer at a time"
+    )
+    held = [small.upload((f"held{i}.xml", b"<h/>"), pipeline="held")[0]["id"] for i in range(4)]
+    try:
+        full = run_cli("submit", *files[:5], "--url", small.url)
+        assert full.returncode == 1
+        assert re.fullmatch(  # the first held job may have started (3 waiting) or not (4)
+            r"5 files, but the server's queue has room for [34] jobs "
+            r"now \([34] waiting, XMLFLOW_MAX_QUEUED=7\): nothing was sent; "
+            r"try again when it has drained",
+            error_line(full, "submit"),
+        ), full.stderr
+    finally:
+        for job_id in held:
+            httpx.post(f"{small.url}/api/jobs/{job_id}/cancel")
+    listed = httpx.get(f"{small.url}/api/jobs", params={"pipeline": "default", "limit": 500})
+    assert not any(job["filename"] == "f8.xml" for job in listed.json()["jobs"])
+
+
+def test_a_later_upload_refused_leaves_the_earlier_jobs_followed(
+    small: Server, tmp_path: Path
+) -> None:
+    """The 4th file (a zip with no XML) is refused in the second upload: the first three
+    run and are saved; the command names what was not sent and exits 1."""
+    files = numbered(tmp_path, 3)
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("readme.txt", "no XML here")
+    out = tmp_path / "out"
+    proc = run_cli("submit", *files, tmp_path / "empty.zip", "--out", out, "--url", small.url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "3 files: 3 succeeded; 3 outputs" in proc.stdout
+    assert sorted(p.read_text() for p in out.iterdir()) == ["<N>1</N>!", "<N>2</N>!", "<N>3</N>!"]
+    assert error_line(proc, "submit") == (
+        f"1 of 4 files not sent (from {tmp_path / 'empty.zip'} on): "
+        "empty.zip holds no XML document (members are recognised by their content; folders, "
+        "dot files, __MACOSX/ and nested archives are skipped) (400 bad_request)"
+    )
+
+
+def xml_zip(path: Path, members: int) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(1, members + 1):
+            archive.writestr(f"m{i}.xml", f"<m>{i}</m>")
+    return path
+
+
+def test_usage_errors_exit_2_and_refused_files_exit_1(small: Server, tmp_path: Path) -> None:
+    """A pipeline or option the server refuses (400, 422) is the command line's mistake:
+    2, as click's usage errors; a file it refuses (400 naming the file, 413) is not: 1."""
+    (tmp_path / "f.xml").write_bytes(b"<f/>")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("readme.txt", "no XML here")
+    xml_zip(tmp_path / "big.zip", 4)
+    for args, status, said in [
+        (["f.xml", "-p", "nope"], 2, "unknown pipeline 'nope' (400 bad_request) (see '"),
+        (["f.xml", "-O", "shout.loud=1"], 2, "(422 unprocessable) (see '"),
+        (["empty.zip"], 1, "empty.zip holds no XML document"),
+        (["big.zip"], 1, "big.zip has more than 3 XML members, the limit"),
+    ]:
+        proc = run_cli("submit", *args, "--url", small.url, cwd=tmp_path)
+        assert proc.returncode == status, (args, proc.stderr)
+        assert said in error_line(proc, "submit"), proc.stderr
+
+
+def test_zips_whose_members_overflow_an_upload_are_sent_again_apart(
+    small: Server, tmp_path: Path
+) -> None:
+    """Two files and a zip of two XML members are 4 documents, over the 3 an upload
+    takes: the server's 413 names the room that was left, and the files go one by one."""
+    files = [*numbered(tmp_path, 2), xml_zip(tmp_path / "pair.zip", 2)]
+    out = tmp_path / "out"
+    proc = run_cli("submit", *files, "--out", out, "--url", small.url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 files: 4 succeeded; 4 outputs" in proc.stdout
+    saved = sorted(p.read_text() for p in out.iterdir())
+    assert saved == ["<M>1</M>!", "<M>2</M>!", "<N>1</N>!", "<N>2</N>!"]

@@ -4,13 +4,15 @@ server, followed live) and ``xmlflow jobs`` (a server's jobs).
 Kept apart from the service's commands (:mod:`.server`), so that those and these
 client-side ones can change independently. Every option falls back to an environment
 variable, shown in ``--help``. ``run`` and ``submit`` show jobs the same way
-(:mod:`.display`) and exit the same way: 0 when every job succeeded, 1 when one did
-not (or the server could not be reached), 2 for a bad pipeline or option, 130 on Ctrl-C
-(``run`` also stops that way on SIGTERM and SIGHUP, exiting 143 and 129).
+(:mod:`.display`) and exit the same way (:data:`EXIT_STATUS`, shown in ``--help``): 0
+when every job succeeded, 1 when one did not or a request failed, 2 for a usage error
+(a bad command line, pipeline or option), 130 on Ctrl-C (``run`` also stops that way
+on SIGTERM and SIGHUP, exiting 143 and 129).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
@@ -26,13 +28,21 @@ import orjson
 from ..errors import BadRequest, Unprocessable, XmlflowError
 from ..models import EventType
 from ..units import format_duration, format_size, plural
-from .client import DEFAULT_URL, ApiClient, ApiError
+from .client import DEFAULT_URL, TOKEN_ENV, ApiClient, ApiError, UploadRoom
 
 if TYPE_CHECKING:
     from .display import FileJob, Reporter
 
 F = TypeVar("F", bound=Callable[..., Any])
 STEP_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–", "running": "…", "pending": " "}
+EXIT_STATUS = """\b
+Exit status:
+  0    it worked (submit, jobs follow: every job succeeded)
+  1    a job did not succeed, or a request failed: the server is down or
+       is not xmlflow, no token or a wrong one, no such job, queue full...
+  2    a usage error, as click's: a bad command line, or a pipeline or
+       option the server refused (its 400 or 422)
+  130  Ctrl-C (following stops; the jobs go on)"""
 
 
 _json_option = click.option(
@@ -219,14 +229,35 @@ def _quiet_logs() -> None:
         logging.getLogger().setLevel(logging.WARNING)
 
 
-class _ApiGroup(click.Group):
-    """Shows the server's error message instead of a traceback."""
+class Failed(click.ClickException):
+    """A request that failed (exit 1), in the one line a usage error gets (exit 2):
+    ``xmlflow jobs show: error: no job 'x' (404 not_found)``, not click's ``Error: …``."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        ctx = click.get_current_context(silent=True)
+        self.where = ctx.command_path if ctx else "xmlflow"
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"{self.where}: error: {self.format_message()}", err=True)
+
+
+def _api_errors(f: F) -> F:
+    """The server's refusals as the command's errors (:data:`EXIT_STATUS`): a 400 or 422
+    about what the user typed (the pipeline, an option: not a file) is a usage error, 2;
+    anything else failed, 1."""
+
+    @functools.wraps(f)
+    def checked(*args: Any, **kwargs: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            return f(*args, **kwargs)
         except ApiError as exc:
-            raise click.ClickException(exc.message) from None
+            typed = exc.status in (400, 422) and exc.reply is not None and not exc.about_a_file
+            raise (click.UsageError(exc.message) if typed else Failed(exc.message)) from None
+
+    return checked  # type: ignore[return-value]
 
 
 @dataclass
@@ -245,9 +276,11 @@ def _server_options(f: F) -> F:
     """``--url`` and ``--token`` on a ``jobs`` subcommand too: ``jobs list --url …``.
 
     Given after the subcommand they win over those before it, which fall back to
-    ``XMLFLOW_URL`` / ``XMLFLOW_API_TOKEN`` and the default; the command gets the client.
+    ``XMLFLOW_URL`` / ``XMLFLOW_API_TOKEN`` and the default; the command gets the client,
+    and the server's refusals become its errors (:func:`_api_errors`).
     """
 
+    @_api_errors
     def with_client(
         ctx: click.Context, /, *args: Any, sub_url: str | None, sub_token: str | None, **kwargs: Any
     ) -> Any:
@@ -260,7 +293,7 @@ def _server_options(f: F) -> F:
         "--url", "sub_url", metavar="URL", help=_URL_HELP + "  [env var: XMLFLOW_URL]"
     )
     token = click.option(
-        "--token", "sub_token", metavar="TOKEN", help=_TOKEN_HELP + "  [env var: XMLFLOW_API_TOKEN]"
+        "--token", "sub_token", metavar="TOKEN", help=_TOKEN_HELP + f"  [env var: {TOKEN_ENV}]"
     )
     return url(token(click.pass_context(with_client)))  # type: ignore[return-value]
 
@@ -273,12 +306,10 @@ _url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     show_envvar=True,
     help=_URL_HELP,
 )
-_token_option = click.option(
-    "--token", envvar="XMLFLOW_API_TOKEN", show_envvar=True, help=_TOKEN_HELP
-)
+_token_option = click.option("--token", envvar=TOKEN_ENV, show_envvar=True, help=_TOKEN_HELP)
 
 
-@click.group(cls=_ApiGroup)
+@click.group(epilog=EXIT_STATUS)
 @_url_option
 @_token_option
 @click.pass_context
@@ -416,14 +447,15 @@ def download(client: ApiClient, job_id: str, out_dir: Path, as_zip: bool) -> Non
         click.echo(str(path))
 
 
-@jobs.command()
+@jobs.command(epilog=EXIT_STATUS)
 @click.argument("job_ids", metavar="JOB...", nargs=-1, required=True)
 @_save_option
 @_events_option
 @_server_options
 def follow(client: ApiClient, job_ids: Sequence[str], out_dir: Path | None, as_json: bool) -> None:
     """Follow jobs live until they end, as `xmlflow submit` does (and exit as it does)."""
-    _watch(client, _server_jobs(client, job_ids), _reporter(as_json), out_dir)
+    all_succeeded = _watch(client, _server_jobs(client, job_ids), _reporter(as_json), out_dir)
+    sys.exit(0 if all_succeeded else 1)
 
 
 def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
@@ -436,7 +468,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
     ]
 
 
-@click.command()
+@click.command(epilog=EXIT_STATUS)
 @_files_argument
 @click.option(
     "--pipeline",
@@ -451,6 +483,7 @@ def _server_jobs(client: ApiClient, job_ids: Sequence[str]) -> list[FileJob]:
 @_events_option
 @_url_option
 @_token_option
+@_api_errors
 def submit(
     files: Sequence[Path],
     pipeline: str | None,
@@ -462,39 +495,113 @@ def submit(
 ) -> None:
     """Upload FILES to a server and follow their jobs live, as `xmlflow run` shows them.
 
-    The files are sent as they are, in one upload: all become jobs, or none do. Exits
-    0 only when every job succeeded; Ctrl-C stops following (the jobs go on).
+    The files are sent as they are, in as few uploads as the server takes (at most its
+    XMLFLOW_MAX_UPLOAD_FILES files each), and only if its queue has room for them all.
+    Exits 0 only when every job succeeded; Ctrl-C stops following (the jobs go on).
     """
-    from .display import FileJob
-
     options = _options(option_texts)
     _quiet_logs()
     with ApiClient(url, token) as client:
-        try:
-            job_ids = client.submit(files, pipeline, options)
-        except ApiError as exc:
-            if exc.status in (400, 422):  # the pipeline or an option: the caller's to fix
-                raise click.UsageError(exc.message) from None
-            raise click.ClickException(exc.message) from None
-        except KeyboardInterrupt:
-            sys.exit(130)
-        if len(job_ids) == len(files):
-            jobs = [
-                FileJob(p, size=p.stat().st_size, job_id=i)
-                for p, i in zip(files, job_ids, strict=True)
-            ]
-        else:  # an archive became a job per member: named as the server names them
-            jobs = _server_jobs(client, job_ids)
-        try:
-            _watch(client, jobs, _reporter(as_json), out_dir)
-        except ApiError as exc:
-            raise click.ClickException(exc.message) from None
+        sent = _upload(client, files, pipeline, options)
+        all_succeeded = _watch(client, sent.jobs, _reporter(as_json), out_dir)
+        if sent.refused is not None:
+            unsent = files[sent.count :]
+            raise Failed(
+                f"{len(unsent)} of {plural(len(files), 'file')} not sent "
+                f"(from {unsent[0]} on): {sent.refused.message}"
+            )
+    sys.exit(0 if all_succeeded else 1)
+
+
+@dataclass
+class _Sent:
+    """What :func:`_upload` sent: the jobs of the first ``count`` files, and why the
+    files after them were not sent (None when all were)."""
+
+    jobs: list[FileJob]
+    count: int
+    refused: ApiError | None = None
+
+
+def _upload(
+    client: ApiClient, files: Sequence[Path], pipeline: str | None, options: dict[str, Any]
+) -> _Sent:
+    """Send ``files`` in uploads of at most the files the server takes in one: the number
+    its ``/api/health`` gives, else the one its 413 names (then the files are sent again,
+    in smaller uploads).
+
+    Each upload becomes jobs whole or not at all. Nothing is sent when the queue has no
+    room for them all; when a later upload is still refused (another client filled the
+    queue meanwhile, a bad zip), the jobs of the earlier ones stand: they are returned,
+    with the refusal, to be followed.
+    """
+    room = client.upload_room()
+    _check_queue_room(len(files), room)
+    size = room.per_upload or len(files)
+    sent = _Sent([], 0)
+    try:
+        while sent.count < len(files):
+            batch = files[sent.count : sent.count + size]
+            try:
+                job_ids = client.submit(batch, pipeline, options)
+            except ApiError as exc:
+                limit = exc.upload_limit
+                if limit is not None and 0 < limit < len(batch):
+                    size = limit
+                    continue
+                if not sent.jobs:
+                    raise
+                sent.refused = exc
+                return sent
+            sent.jobs += _file_jobs(client, batch, job_ids)
+            sent.count += len(batch)
+    except KeyboardInterrupt:
+        if sent.jobs:
+            ids = " ".join(job.job_id for job in sent.jobs)
+            click.echo(f"stopped sending; the jobs sent go on: xmlflow jobs follow {ids}", err=True)
+        sys.exit(130)
+    return sent
+
+
+def _check_queue_room(count: int, room: UploadRoom) -> None:
+    """Refuse, before any file is sent, more files than the server's queue has room for:
+    the server refuses such an upload whole, and so does this command."""
+    if room.queued is None or room.max_queued is None:
+        return
+    free = max(0, room.max_queued - room.queued)
+    if count <= free:
+        return
+    files = plural(count, "file")
+    if count > room.max_queued:
+        raise ApiError(
+            f"{files}, but at most {room.max_queued} jobs can wait on this server "
+            f"(XMLFLOW_MAX_QUEUED): nothing was sent; submit them {room.max_queued} or "
+            "fewer at a time"
+        )
+    raise ApiError(
+        f"{files}, but the server's queue has room for {plural(free, 'job')} now "
+        f"({room.queued} waiting, XMLFLOW_MAX_QUEUED={room.max_queued}): nothing was "
+        "sent; try again when it has drained",
+        status=503,
+    )
+
+
+def _file_jobs(client: ApiClient, files: Sequence[Path], job_ids: list[str]) -> list[FileJob]:
+    """The jobs of one upload, named as the user named the files; an archive became a
+    job per member, named as the server names them."""
+    from .display import FileJob
+
+    if len(job_ids) != len(files):
+        return _server_jobs(client, job_ids)
+    return [
+        FileJob(p, size=p.stat().st_size, job_id=i) for p, i in zip(files, job_ids, strict=True)
+    ]
 
 
 def _watch(
     client: ApiClient, jobs: list[FileJob], reporter: Reporter, out_dir: Path | None
-) -> None:
-    """Show the jobs' events as they come, then exit as ``run`` does (0 only if all succeeded).
+) -> bool:
+    """Show the jobs' events as they come; True when every job succeeded.
 
     Outputs of succeeded jobs are downloaded to ``out_dir`` when one is given; otherwise
     each is named with its size, and ``jobs download`` fetches them.
@@ -519,7 +626,7 @@ def _watch(
         reporter.finish(jobs)
         raise
     reporter.finish(jobs)
-    sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
+    return all(job.status == "succeeded" for job in jobs)
 
 
 def _ended(

@@ -63,9 +63,12 @@ def check_store(svc: Service) -> dict[str, Any]:
 
 
 def check_queue(svc: Service) -> dict[str, Any]:
+    """Room in the queue, and the files one upload may hold: what a client sending many
+    files (``xmlflow submit``) needs to know to split them before the first is sent."""
     queued = svc.store.count_queued()
     limit = svc.settings.max_queued
     result: dict[str, Any] = {"ok": queued < limit, "queued": queued, "max_queued": limit}
+    result["max_upload_files"] = svc.settings.max_upload_files
     if queued >= limit:
         result["error"] = "the queue is full (XMLFLOW_MAX_QUEUED): uploads are refused"
     return result

@@ -49,7 +49,8 @@ class UploadRequest(Request):
         if len(self.incoming) >= limit:
             raise UploadTooLarge(
                 f"the upload has more than {limit} files, the limit "
-                "(XMLFLOW_MAX_UPLOAD_FILES): send them in several uploads"
+                "(XMLFLOW_MAX_UPLOAD_FILES): send them in several uploads",
+                details={"limit": limit},
             )
         path, stream = svc.incoming_file()
         self.incoming.append((path, stream))
