@@ -165,3 +165,24 @@ def test_run_outputs_are_files_of_the_user_as_any_new_file(tmp_path: Path) -> No
         assert result.returncode == 0, result.stderr
         assert json.loads((out / "a.json").read_bytes()) == {"r": {"i": ["1", "2"]}}
         assert (out / "a.json").stat().st_mode & 0o777 == mode
+
+
+def test_a_run_that_cannot_start_says_so_in_one_line_as_submit_does(tmp_path: Path) -> None:
+    """A config whose step does not exist: ``xmlflow run: error: …``, exit 1, no usage."""
+    config = write_config(
+        tmp_path / "conf",
+        'PIPELINES = {"default": [{"id": "nowhere", "name": "Gone", "module": "run"}]}',
+    )
+    source = tmp_path / "a.xml"
+    source.write_text("<a/>")
+    done = subprocess.run(
+        [sys.executable, "-m", "xmlflow", "run", "--config", str(config), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and " run: error: " in lines[0], done.stderr
+    assert "'nowhere'" in lines[0]

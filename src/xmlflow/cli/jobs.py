@@ -165,7 +165,7 @@ def run(
     except (BadRequest, Unprocessable) as exc:  # the pipeline or an option
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
-        raise click.ClickException(exc.message) from None
+        raise Failed(exc.message) from None
     except Stopped as exc:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
