@@ -30,6 +30,7 @@ decides what it means). Linux only, as the rest of the isolation.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -284,8 +285,6 @@ def _child(conn_fd: int) -> None:  # pragma: no cover - runs in a job's process
 def die_with_parent(parent: int | None = None) -> None:
     """Ask Linux to kill this process when its parent dies (no-op elsewhere); exit now
     if ``parent`` (its pid before the fork) is already gone."""
-    import ctypes
-
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if parent is not None and os.getppid() != parent:

@@ -27,7 +27,7 @@ from .. import zygote
 from ..backends.base import EventLog
 from ..errors import XmlflowError
 from ..models import Event, EventType
-from ..pipeline import step_file
+from ..pipeline import check_step, step_file
 from ..service import Service, Upload, check_submission
 from ..settings import Settings
 from .client import umask
@@ -86,6 +86,8 @@ class LocalRun:
     def run(self, files: Sequence[Path]) -> list[FileJob]:
         """Run every file to its end; Ctrl-C cancels the jobs still running, then re-raises."""
         jobs = [FileJob(f, size=f.stat().st_size) for f in files]
+        for spec in self.settings.pipeline(self.pipeline):  # loaded once, here: every job's
+            check_step(spec, self.settings.steps_dir, self.settings.config_dir)  # fork has it
         zygote.start()  # now, while this process has one thread: see xmlflow.zygote
         with contextlib.ExitStack() as stack:
             stack.callback(zygote.stop)
