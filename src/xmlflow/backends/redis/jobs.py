@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
 from ...jobfiles import JobFiles
 from ...models import JobStatus
+from ..base import Capacity
 from .keys import QUEUE_NAME, Keys
 from .store import RedisStore
 
@@ -71,6 +72,17 @@ class RQExecutor:
         started -= set(self.started.get_expired_job_ids())
         rq_ids = [*self.queue.get_job_ids(), *started]
         return {xmlflow_job_id(i) for i in rq_ids if i.startswith(RQ_PREFIX)}
+
+    def capacity(self) -> Capacity:
+        """The ``xmlflow worker`` processes on the queue whose RQ record is alive, and the
+        queue's length. A worker that stopped says so to RQ at once; one that was killed
+        counts until its record expires (RQ's worker TTL, 8 minutes)."""
+        keys = Worker.all_keys(queue=self.queue)
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            live = sum(pipe.execute()) if keys else 0
+        return Capacity("rq_workers", live, self.queue.count)
 
     def shutdown(self, wait: bool = True) -> None:
         """Nothing runs in this process."""
