@@ -68,8 +68,8 @@ class JobRunner:
             with self.guard(job) as lost:
                 result = self._run(job, files, lost, start_method)
                 self._finish(job, files, result, lost)
-        except Superseded as exc:
-            log.warning("job %s: attempt %d stopped: %s", job_id, job.attempt, exc)
+        except Superseded as exc:  # deliberate: whoever replaced the run said why
+            log.info("job %s: attempt %d superseded, stopped: %s", job_id, job.attempt, exc)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -193,9 +193,10 @@ def test_health_is_ok_and_says_what_it_checked(api: Server) -> None:
     response = httpx.get(f"{api.url}/api/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["failed"] == []
-    assert set(body["checks"]) == {"store", "queue", "data_dir"}
+    assert body["status"] == "ok" and body["failed"] == [] and body["degraded"] == []
+    assert set(body["checks"]) == {"store", "queue", "data_dir", "workers"}
     assert all(check["ok"] for check in body["checks"].values())
+    assert body["checks"]["workers"]["runner_threads"] == 4  # XMLFLOW_WORKERS
 
 
 def metric(text: str, name: str, **labels: str) -> float:

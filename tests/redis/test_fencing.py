@@ -1,5 +1,5 @@
 """Fencing in Redis mode: a job runs once and ends once, even when its worker was paused
-past its lease and wakes up; every event is kept for replay."""
+past its lease and wakes up; every event is kept for replay, and RQ records no failure."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from rq import Queue
+from rq.registry import FailedJobRegistry
 
 from xmlflow.backends.redis import RedisStore
+from xmlflow.backends.redis.keys import QUEUE_NAME
 from xmlflow.backends.redis.store import Change
 from xmlflow.models import EventType, JobStatus, Superseded
 
@@ -222,6 +225,21 @@ def test_with_a_retry_the_two_runs_never_interleave(pausable: Cluster) -> None:
     job_dir = pausable.root / "data" / "jobs" / job_id
     assert sorted(p.name for p in job_dir.iterdir()) == ["out"]
     assert [p.name for p in (job_dir / "out").iterdir()] == [output["name"]]
+    _wait_for_stale_run_to_go(second)  # RQ's bookkeeping of the retry is done too
+    _assert_no_rq_failure(pausable, job_id, stale=first, retry=second)
+
+
+def _assert_no_rq_failure(cluster: Cluster, job_id: str, *, stale: Worker, retry: Worker) -> None:
+    """The stale run was fenced on purpose and the job ended fine: RQ records no failure
+    (its two executions once shared one RQ record, and the first to end deleted it under
+    the other), and the stale run says in one INFO line that it was superseded."""
+    logs = {w.log_path.name: w.log_path.read_text() for w in (stale, retry)}
+    for name, text in logs.items():
+        assert " ERROR " not in text and "Traceback" not in text, f"{name}:\n{text}"
+    said = f" INFO xmlflow.jobrun: job {job_id}: attempt 1 superseded, stopped: "
+    assert [said in line for line in logs[stale.log_path.name].splitlines()].count(True) == 1
+    queue = Queue(QUEUE_NAME, connection=redis.Redis.from_url(cluster.redis.url))
+    assert FailedJobRegistry(queue=queue).get_job_ids() == []
 
 
 def test_redis_paused_past_the_lease_still_ends_the_job_once(pausable: Cluster) -> None:

@@ -147,11 +147,22 @@ class Events:
         self.listeners = listeners
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """Who runs the jobs right now, and how many wait for them (``/api/health``)."""
+
+    kind: str  # "rq_workers" (Redis) or "runner_threads" (embedded)
+    live: int
+    waiting: int  # jobs handed to the executor and not taken yet
+
+
 class Executor(Protocol):
     """Runs ``run_job(job_id)`` somewhere, some time soon: on this process's runner threads
     (embedded) or on whichever ``xmlflow worker`` takes it from the RQ queue (Redis)."""
 
     def submit(self, job_id: str) -> None: ...
+
+    def capacity(self) -> Capacity: ...
 
     def shutdown(self, wait: bool = True) -> None: ...
 

@@ -23,7 +23,7 @@ from typing import IO
 
 from ..errors import Conflict
 from ..settings import Settings
-from .base import Backend, Events
+from .base import Backend, Capacity, Events
 from .sqlite import open_sqlite
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class ThreadExecutor:
 
     def submit(self, job_id: str) -> None:
         self._queue.put(job_id)
+
+    def capacity(self) -> Capacity:
+        live = sum(t.is_alive() for t in self._threads)
+        return Capacity("runner_threads", live, self._queue.qsize())
 
     def _work(self) -> None:
         while (job_id := self._queue.get()) is not None and not self._closed.is_set():

@@ -1,10 +1,18 @@
 """``GET /api/health``: can this process take and run jobs right now?
 
-Three checks, each answering a question an operator would ask first: can the job
+Four checks, each answering a question an operator would ask first: can the job
 store be read and written (SQLite file or Redis), is there room in the queue (past
-``XMLFLOW_MAX_QUEUED`` uploads are refused with 503), and can the data folder be
-written (uploads and outputs live there). Any failing check makes the answer 503,
-so a load balancer stops sending uploads here; the body says which check failed.
+``XMLFLOW_MAX_QUEUED`` uploads are refused with 503), can the data folder be
+written (uploads and outputs live there), and is anyone running the jobs (``xmlflow
+worker`` processes in Redis mode, the runner threads in embedded mode). Any failing
+check makes the answer 503, so a load balancer stops sending uploads here; the body
+says which check failed.
+
+Jobs that wait with nobody to run them make the answer ``degraded``, and still 200:
+this process serves uploads, streams and downloads all the same, and the workers are
+the deployment's, not this node's, so a 503 would take every web node out of the
+load balancer at once for something none of them can mend. Monitoring alerts on
+``status``; the body's ``degraded`` names the check.
 It needs no token: it reveals nothing about any job.
 """
 
@@ -34,7 +42,9 @@ def health() -> tuple[dict[str, Any], int]:
     svc = service()
     checks = {name: _run(check, svc) for name, check in CHECKS.items()}
     failed = sorted(name for name, result in checks.items() if not result["ok"])
-    body = {"status": "fail" if failed else "ok", "failed": failed, "checks": checks}
+    degraded = sorted(name for name, result in checks.items() if result.get("degraded"))
+    status = "fail" if failed else "degraded" if degraded else "ok"
+    body = {"status": status, "failed": failed, "degraded": degraded, "checks": checks}
     return body, 503 if failed else 200
 
 
@@ -88,4 +98,27 @@ def check_data_dir(svc: Service) -> dict[str, Any]:
     return result
 
 
-CHECKS: dict[str, Check] = {"store": check_store, "queue": check_queue, "data_dir": check_data_dir}
+def check_workers(svc: Service) -> dict[str, Any]:
+    """How many run the jobs (``rq_workers`` or ``runner_threads``: the backend says which)
+    and how many jobs wait for them (``queue_length``); degraded when jobs wait and none
+    is alive to run them."""
+    capacity = svc.backend.executor.capacity()
+    result: dict[str, Any] = {
+        "ok": True,
+        capacity.kind: capacity.live,
+        "queue_length": capacity.waiting,
+    }
+    if capacity.waiting and not capacity.live:
+        result["degraded"] = True
+        result["warning"] = (
+            f"{capacity.waiting} job(s) queued and no {capacity.kind} alive: they wait"
+        )
+    return result
+
+
+CHECKS: dict[str, Check] = {
+    "store": check_store,
+    "queue": check_queue,
+    "data_dir": check_data_dir,
+    "workers": check_workers,
+}

@@ -12,6 +12,14 @@ where ``threading`` is patched) that runs its ``listen`` and puts its batches on
 stream's queue, and the stream's generator writes whatever the queue holds in one
 write. A pump stops at its job's ``end``, or at its next wake-up (an event or a
 keepalive period) once the stream is closed.
+
+A job can vanish while it is followed: deleted, expired, or lost with a Redis that
+restarted empty (or was flushed). Its ``end`` then never comes, and the stream would
+send keepalives for ever; so when a job's keepalive falls due (a quiet period, never
+per event) its record is read once (:func:`vanished`), and a missing one ends the
+stream with a ``: gone`` comment (:func:`gone_frame`). The client's reconnection then
+gets the 404 of an unknown job, which every client already acts on (the page notes
+the job is gone, ``xmlflow submit`` says so).
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from typing import Literal
 
 from prometheus_client import Gauge
 
 from .. import sse
-from ..backends.base import EventFeed
+from ..backends.base import EventFeed, JobStore
 from ..models import Event, EventType, Job
 from ..service import Service
 
@@ -37,10 +46,12 @@ MAX_JOBS = 200  # jobs per stream: a page's unfinished jobs (it follows 50), wit
 # the request line gunicorn takes (8,190 bytes, see gunicorn_conf), so the refusal is ours
 MAX_QUERY = 8000
 
-# What a pump puts on the queue: (job index, its next events), or (index, None) when
-# its log stopped before the job's end (shutdown, or an error): the stream then closes
-# and the client resumes from its positions.
-_Item = tuple[int, list[Event] | None]
+# What a pump puts on the queue: (job index, its next events), (index, GONE) when the
+# job no longer exists, or (index, None) when its log stopped before the job's end
+# (shutdown, or an error): the stream then closes and the client resumes from its
+# positions.
+GONE: Literal["gone"] = "gone"
+_Item = tuple[int, list[Event] | Literal["gone"] | None]
 
 
 @dataclass
@@ -72,7 +83,7 @@ def body(svc: Service, jobs: list[Followed], counter: Gauge | None) -> Iterator[
         yield sse.encode(retry=svc.settings.sse_retry_ms, comment=f"{len(jobs)} jobs")
         for index, job in enumerate(jobs):
             if not job.done:
-                _start_pump(svc.events, index, job, inbox, stop, svc.settings.sse_keepalive)
+                _start_pump(svc, index, job, inbox, stop)
         while not all(job.done for job in jobs):
             try:
                 first = inbox.get(timeout=svc.settings.sse_keepalive)
@@ -93,12 +104,15 @@ def body(svc: Service, jobs: list[Followed], counter: Gauge | None) -> Iterator[
 
 
 def _frames(jobs: list[Followed], items: list[_Item]) -> tuple[bytes, bool]:
-    """The frames of some batches (moving each job's position), and whether a log stopped."""
+    """The frames of some batches (moving each job's position), and whether a log stopped
+    (or a job vanished: its ``: gone`` comment is the last frame)."""
     out: list[bytes] = []
-    stopped = False
+    stopped, last = False, b""
     for index, events in items:
-        if events is None:
+        if not isinstance(events, list):  # None or GONE
             stopped = True
+            if events == GONE:
+                last = last or gone_frame(jobs[index].job_id)
             continue
         job = jobs[index]
         for event in events:
@@ -107,6 +121,7 @@ def _frames(jobs: list[Followed], items: list[_Item]) -> tuple[bytes, bool]:
             job.after = event.id
             job.done = event.type is EventType.END
             out.append(sse.job_frame(event, sse.positions_id(j.after for j in jobs)))
+    out.append(last)
     return b"".join(out), stopped
 
 
@@ -121,16 +136,16 @@ def _drain(inbox: queue.SimpleQueue[_Item]) -> list[_Item]:
 
 
 def _start_pump(
-    events: EventFeed,
+    svc: Service,
     index: int,
     job: Followed,
     inbox: queue.SimpleQueue[_Item],
     stop: threading.Event,
-    timeout: float,
 ) -> None:
     threading.Thread(
         target=_pump,
-        args=(events, index, job.job_id, job.after, inbox, stop, timeout),
+        args=(svc.events, svc.store, index, job.job_id, job.after, inbox, stop),
+        kwargs={"timeout": svc.settings.sse_keepalive},
         name=f"xmlflow-pump-{job.job_id[:8]}",
         daemon=True,
     ).start()
@@ -138,14 +153,17 @@ def _start_pump(
 
 def _pump(
     feed: EventFeed,
+    store: JobStore,
     index: int,
     job_id: str,
     after: int,
     inbox: queue.SimpleQueue[_Item],
     stop: threading.Event,
+    *,
     timeout: float,
 ) -> None:
-    """Follow one job for the stream until its end, the stream's close, or the log's."""
+    """Follow one job for the stream until its end, the stream's close, the log's, or the
+    job's disappearance (looked for once per quiet keepalive period)."""
     try:
         with closing(feed.listen(job_id, after, timeout)) as batches:
             for batch in batches:
@@ -156,9 +174,32 @@ def _pump(
                     inbox.put((index, events))
                     if events[-1].type is EventType.END:
                         return
+                elif vanished(store, job_id):
+                    inbox.put((index, GONE))
+                    return
     except Exception:
         log.exception("following job %s for a stream failed", job_id)
     inbox.put((index, None))
+
+
+def vanished(store: JobStore, job_id: str) -> bool:
+    """Whether the job's record is gone: asked when a keepalive is due, one read.
+
+    A read that fails is no answer: the store may be away for a while (a Redis
+    restart), and a stream waits through that as it waits for events.
+    """
+    try:
+        return store.get(job_id) is None
+    except Exception as exc:
+        log.debug("could not tell whether job %s still exists: %s", job_id, exc)
+        return False
+
+
+def gone_frame(job_id: str) -> bytes:
+    """The last frame of a stream whose job vanished: a comment, which every SSE client
+    skips (an event of a new type would break clients that know only the four), before
+    the close; the reconnection's 404 is what clients act on."""
+    return sse.encode(comment=f"gone: job {job_id} no longer exists")
 
 
 def through_end(events: list[Event]) -> list[Event]:

@@ -15,7 +15,7 @@ from ..models import EventType
 from ..service import Service
 from . import metrics, multistream, service
 from .api import get_job_or_404
-from .multistream import through_end
+from .multistream import gone_frame, through_end, vanished
 
 bp = Blueprint("stream", __name__)
 
@@ -101,6 +101,10 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
     listener costs per event is a wake-up and a ``send``, through one generator of
     ours and the backend's ``listen``.
 
+    A keepalive that falls due reads the job's record once (:func:`vanished`): a job
+    deleted, expired or lost with Redis ends the stream, which would otherwise send
+    keepalives for ever.
+
     The stream counts itself in ``counter`` (open streams) here, in the generator, not
     in a wrapper around it (one more frame per event) nor with ``call_on_close``
     (werkzeug's server skips ``close()`` when the client resets the connection; a
@@ -114,6 +118,9 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
             for batch in batches:
                 if not batch:
                     if svc.closing:  # shutting down: the client reconnects from `last`
+                        return
+                    if vanished(svc.store, job_id):  # see multistream: its `end` never comes
+                        yield gone_frame(job_id)
                         return
                     yield sse.KEEPALIVE
                 elif batch[-1].type is EventType.END or len(batch) > 1:

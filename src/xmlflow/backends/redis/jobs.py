@@ -16,6 +16,7 @@ once.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -24,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 
 from ...jobfiles import JobFiles
 from ...models import JobStatus
+from ..base import Capacity
 from .keys import QUEUE_NAME, Keys
 from .store import RedisStore
 
@@ -47,8 +49,8 @@ class RQExecutor:
 
     def submit(self, job_id: str) -> None:
         # No RQ timeout (XMLFLOW_STEP_TIMEOUT is ours) and no RQ result: the record is ours.
-        # The RQ job's id is derived from ours, so the monitor can tell whether it is
-        # still waiting or running somewhere.
+        # The RQ job's id starts with ours, so the monitor can tell whether it is still
+        # waiting or running somewhere; it is new at each enqueue (see rq_job_id).
         self.queue.enqueue(
             JOB_FUNCTION,
             job_id,
@@ -69,7 +71,18 @@ class RQExecutor:
         started = set(self.started.get_job_ids(cleanup=False))
         started -= set(self.started.get_expired_job_ids())
         rq_ids = [*self.queue.get_job_ids(), *started]
-        return {i.removeprefix(RQ_PREFIX) for i in rq_ids if i.startswith(RQ_PREFIX)}
+        return {xmlflow_job_id(i) for i in rq_ids if i.startswith(RQ_PREFIX)}
+
+    def capacity(self) -> Capacity:
+        """The ``xmlflow worker`` processes on the queue whose RQ record is alive, and the
+        queue's length. A worker that stopped says so to RQ at once; one that was killed
+        counts until its record expires (RQ's worker TTL, 8 minutes)."""
+        keys = Worker.all_keys(queue=self.queue)
+        with self.queue.connection.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            live = sum(pipe.execute()) if keys else 0
+        return Capacity("rq_workers", live, self.queue.count)
 
     def shutdown(self, wait: bool = True) -> None:
         """Nothing runs in this process."""
@@ -79,7 +92,20 @@ RQ_PREFIX = "xmlflow-"
 
 
 def rq_job_id(job_id: str) -> str:
-    return RQ_PREFIX + job_id
+    """A new RQ id at each enqueue of the job: ``xmlflow-<job id>-<random>``.
+
+    RQ keeps one record per id and deletes it when an execution of that id ends (we
+    keep no result). A job enqueued again while a run of it still goes on (a retry of
+    a paused worker's job, whose stale run is fenced later; a job enqueued twice) would
+    share that record: the first execution to end deleted it under the other, whose
+    end RQ then logged as an ERROR and put in its failed registry.
+    """
+    return f"{RQ_PREFIX}{job_id}-{secrets.token_hex(4)}"
+
+
+def xmlflow_job_id(rq_id: str) -> str:
+    """Ours in an RQ id of :func:`rq_job_id`'s, or of the older ``xmlflow-<job id>``."""
+    return rq_id.removeprefix(RQ_PREFIX).partition("-")[0]
 
 
 @contextmanager

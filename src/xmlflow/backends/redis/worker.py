@@ -43,7 +43,14 @@ def _this_process() -> Service:
 def run_job(job_id: str) -> None:
     """The RQ job (:data:`~xmlflow.backends.redis.jobs.JOB_FUNCTION`): the service runs it,
     with the backend's guard renewing its attempt's lease (and stopping its child at once
-    if the lease is lost or refused)."""
+    if the lease is lost or refused).
+
+    A run the store fenced (superseded: the job was settled as lost, retried, or ended
+    by someone else) returns normally, as does one that finds its job no longer queued:
+    xmlflow stopped it on purpose, so it is no failure of RQ's (only an exception of the
+    machinery here lands in RQ's failed registry). Each enqueue has an RQ id of its own
+    (``jobs.rq_job_id``), so a stale run and its retry never share RQ's record.
+    """
     _this_process().run_job(job_id, start_method="fork")  # the horse lives for this job only
 
 
