@@ -39,6 +39,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing import Pipe
@@ -107,12 +108,19 @@ class Zygote:
             return os.waitpid(self.pid, os.WNOHANG)[0] == 0
         return False
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
         """Let the zygote go and reap it: it leaves once its socket is closed and the
-        jobs it started have ended."""
+        jobs it started have ended; after ``grace`` seconds it is killed, and with it
+        (``PR_SET_PDEATHSIG``) any job's process still there."""
         self._socket.close()
+        deadline = time.monotonic() + grace
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+            while os.waitpid(self.pid, os.WNOHANG)[0] == 0:
+                if time.monotonic() > deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    return
+                time.sleep(0.01)
 
 
 class Child:

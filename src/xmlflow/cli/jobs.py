@@ -120,7 +120,7 @@ _save_option = click.option(
     show_envvar=True,
     help="The pipeline to run (see `xmlflow steps`).",
 )
-@_out_option("Folder the outputs are copied to.")
+@_out_option("Folder the outputs are saved in.")
 @_step_option
 @_events_option
 @click.option(
@@ -166,6 +166,8 @@ def run(
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
         raise Failed(exc.message) from None
+    except OSError as exc:  # the temporary folder full, a file gone: this machine's say
+        raise Failed(str(exc)) from None
     except Stopped as exc:
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:

@@ -10,9 +10,11 @@ event log that ``/stream`` serves. So ``run`` shows exactly what the page would,
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +27,7 @@ import orjson
 
 from .. import zygote
 from ..backends.base import EventLog
-from ..errors import XmlflowError
+from ..errors import BadRequest, XmlflowError
 from ..models import Event, EventType
 from ..pipeline import check_step, step_file
 from ..service import Service, Upload, check_submission
@@ -82,16 +84,21 @@ class LocalRun:
         self.out_dir = out_dir
         self.reporter = reporter
         self._written: set[Path] = set()
+        self._inputs: set[tuple[int, int]] = set()
 
     def run(self, files: Sequence[Path]) -> list[FileJob]:
         """Run every file to its end; Ctrl-C cancels the jobs still running, then re-raises."""
+        check_inputs(files)
+        check_out_dir(self.out_dir)
+        remove_stale_runs(Path(tempfile.gettempdir()))
         jobs = [FileJob(f, size=f.stat().st_size) for f in files]
+        self._inputs = {identity for f in files if (identity := _identity(f))}
         for spec in self.settings.pipeline(self.pipeline):  # loaded once, here: every job's
             check_step(spec, self.settings.steps_dir, self.settings.config_dir)  # fork has it
         zygote.start()  # now, while this process has one thread: see xmlflow.zygote
         with contextlib.ExitStack() as stack:
             stack.callback(zygote.stop)
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="xmlflow-run-"))
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=RUN_PREFIX))
             settings = self.settings.replace(
                 data_dir=Path(tmp), max_queued=len(files) + 1, redis_url=None, webhook_url=None
             )
@@ -147,31 +154,48 @@ class LocalRun:
         job.last_event = event.id
         if event.type is EventType.END:
             job.error = event.data.get("error")
-            if event.data.get("status") == "succeeded":
-                job.outputs = self._copy_outputs(service, job, event.data.get("outputs", []))
             job.status = str(event.data.get("status"))
+            if job.status == "succeeded":
+                try:
+                    job.outputs = self._save_outputs(service, job, event.data.get("outputs", []))
+                except OSError as exc:  # the folder is full, or gone: say so, go on
+                    job.status = "failed"  # in the summary and the exit status
+                    job.error = f"its outputs could not be saved in {self.out_dir}: {exc}"
+                    print(f"xmlflow run: error: {job.source}: {job.error}", file=sys.stderr)
         self.reporter.event(job, event)
 
-    def _copy_outputs(
+    def _save_outputs(
         self, service: Service, job: FileJob, outputs: list[dict[str, Any]]
     ) -> list[str]:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        copied = []
+        """Move each output into ``out_dir`` (a rename: the run's folder is temporary), or
+        copy it from another file system under a temporary name first: a file of the
+        output's name is always whole."""
+        saved = []
         for output in outputs:
             source = service.files(job.job_id).out / output["name"]
             target = self._target(output["name"], job)
-            try:  # the run's folder is temporary: move the output out, no copy
+            try:
                 os.replace(source, target)
-                os.chmod(target, 0o666 & ~umask())  # as a new file here, not the job's 0600
             except OSError:  # another file system
-                shutil.copyfile(source, target)
-            copied.append(str(target))
-        return copied
+                with tempfile.NamedTemporaryFile(
+                    dir=self.out_dir, prefix=".xmlflow-", delete=False
+                ) as partial:
+                    pass
+                try:
+                    shutil.copyfile(source, partial.name)
+                    os.replace(partial.name, target)
+                except BaseException:
+                    Path(partial.name).unlink(missing_ok=True)
+                    raise
+            os.chmod(target, 0o666 & ~umask())  # as a new file here, not the job's 0600
+            saved.append(str(target))
+        return saved
 
     def _target(self, name: str, job: FileJob) -> Path:
-        """Where an output goes; two inputs of this run never overwrite each other's."""
+        """Where an output goes: never over one of this run's inputs (``data.json`` run
+        from its own folder), and two inputs never overwrite each other's outputs."""
         target = self.out_dir / name
-        if target in self._written:
+        if target in self._written or _identity(target) in self._inputs:
             path = Path(name)
             target = self.out_dir / f"{path.stem}-{job.job_id[:8]}{path.suffix}"
         self._written.add(target)
@@ -195,6 +219,52 @@ class LocalRun:
             listening.stop()
 
 
+RUN_PREFIX = "xmlflow-run-"  # the run's temporary data folder, in TMPDIR
+STALE_AFTER = 60.0  # seconds a run's folder must be untouched before it counts as left
+
+
+def check_inputs(files: Sequence[Path]) -> None:
+    """Every input is a regular file: a device (``/dev/zero``), a FIFO or a pipe
+    (``<(…)``) would be read without end, hang, or could not be read twice."""
+    for path in files:
+        if not path.is_file():
+            raise BadRequest(
+                f"{path}: not a regular file (a device, FIFO or pipe?): save it to a file first"
+            )
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """``--out`` can take files, before any job runs rather than after they all did."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise BadRequest(f"--out {out_dir}: cannot write there ({exc.strerror})") from None
+
+
+def remove_stale_runs(tmp: Path) -> None:
+    """Remove what killed runs left in ``tmp``: a run's folder whose lock nobody holds
+    (its process is gone) and that nothing touched for ``STALE_AFTER`` seconds (a run
+    that just ended may still be deleting its own)."""
+    now = time.time()
+    for folder in tmp.glob(f"{RUN_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if now - folder.stat().st_mtime < STALE_AFTER:
+                continue
+            with open(folder / "xmlflow.lock", "rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: alive
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def hand_over(source: Path, target: Path, *, link: bool) -> None:
     """Give a job its input at ``target``: a hard link to ``source`` when ``link`` (free,
     where a copy costs about 1 ms per MB), else, or where no link can be made (another
@@ -207,7 +277,7 @@ def hand_over(source: Path, target: Path, *, link: bool) -> None:
     if link:
         try:
             target.unlink()
-            os.link(source, target)
+            os.link(source.resolve(), target)  # the file, not a (relative) symlink to it
             return
         except OSError:
             pass
