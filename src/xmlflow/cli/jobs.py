@@ -536,17 +536,23 @@ def _upload(
     with the refusal, to be followed.
     """
     room = client.upload_room()
+    weights = [_documents(path, room.per_upload) for path in files]
     _check_queue_room(len(files), room)
-    size = room.per_upload or len(files)
+    size = room.per_upload or sum(weights)
     sent = _Sent([], 0)
     try:
         while sent.count < len(files):
-            batch = files[sent.count : sent.count + size]
+            end = _batch_end(weights, sent.count, size)
+            batch = files[sent.count : end]
             try:
                 job_ids = client.submit(batch, pipeline, options)
             except ApiError as exc:
                 limit = exc.upload_limit
-                if limit is not None and 0 < limit < len(batch):
+                if (
+                    limit is not None
+                    and len(batch) > 1
+                    and 0 < limit < sum(weights[sent.count : end])
+                ):
                     size = limit
                     continue
                 if not sent.jobs:
@@ -561,6 +567,33 @@ def _upload(
             click.echo(f"stopped sending; the jobs sent go on: xmlflow jobs follow {ids}", err=True)
         sys.exit(130)
     return sent
+
+
+def _documents(path: Path, per_upload: int | None) -> int:
+    """The jobs a file becomes: a zip's XML members, counted as the server counts them,
+    else 1. A zip this cannot count counts 1: it goes alone, and the server's refusal
+    says what is wrong with it."""
+    from ..inputs import count_xml_members, sniff_format
+
+    try:
+        with path.open("rb") as f:
+            if sniff_format(f.read(6)) != "zip":
+                return 1
+        # without the server's limit, no cap on the entries read (it caps them at 10x it)
+        return max(1, count_xml_members(path, path.name, per_upload or sys.maxsize))
+    except (OSError, XmlflowError):
+        return 1
+
+
+def _batch_end(weights: Sequence[int], start: int, size: int) -> int:
+    """Where the upload of the files from ``start`` ends: as many as make at most
+    ``size`` documents, and always one (a zip over the limit goes alone, to be refused
+    in the server's words)."""
+    end, total = start + 1, weights[start]
+    while end < len(weights) and total + weights[end] <= size:
+        total += weights[end]
+        end += 1
+    return end
 
 
 def _check_queue_room(count: int, room: UploadRoom) -> None:
