@@ -40,8 +40,8 @@ Exit status:
   0    it worked (submit, jobs follow: every job succeeded)
   1    a job did not succeed, or a request failed: the server is down or
        is not xmlflow, no token or a wrong one, no such job, queue full...
-  2    a usage error, as click's: a bad command line, or a pipeline or
-       option the server refused (its 400 or 422)
+  2    a usage error, as click's: a bad command line or XMLFLOW_* setting
+       (run), or a pipeline or option the server refused (its 400 or 422)
   130  Ctrl-C (following stops; the jobs go on)"""
 
 
@@ -152,7 +152,7 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
-    from ..settings import load_settings
+    from ..settings import BadSetting, load_settings
     from .localrun import LocalRun
 
     options = _options(option_texts)
@@ -162,7 +162,7 @@ def run(
     try:
         settings = load_settings(config_path=config_path, workers=workers)
         jobs = LocalRun(settings, pipeline, options, out_dir, reporter).run(files)
-    except (BadRequest, Unprocessable) as exc:  # the pipeline or an option
+    except (BadRequest, Unprocessable, BadSetting) as exc:  # the pipeline, an option, a setting
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
         raise Failed(exc.message) from None
@@ -269,6 +269,29 @@ class _Server:
 
 
 _URL_HELP = "The server's address."
+
+
+class _ServerUrl(click.ParamType[str]):
+    """``--url``: http(s)://host[:port][/prefix], checked when given. httpx found out only
+    at the first request, and said "the connection … broke" (exit 1), or raised (a
+    port that is not a number): a mistyped address is a usage error, exit 2."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from urllib.parse import urlsplit
+
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError when it is not a port number
+        except ValueError as exc:
+            self.fail(f"{text!r} is not a server address ({exc}): give http(s)://host[:port]")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(f"{text!r} is not a server address: give http(s)://host[:port]")
+        return text
+
+
 _TOKEN_HELP = "The server's API token, if it has one."
 
 
@@ -290,7 +313,11 @@ def _server_options(f: F) -> F:
 
     with_client.__name__, with_client.__doc__ = f.__name__, f.__doc__
     url = click.option(
-        "--url", "sub_url", metavar="URL", help=_URL_HELP + "  [env var: XMLFLOW_URL]"
+        "--url",
+        "sub_url",
+        type=_ServerUrl(),
+        metavar="URL",
+        help=_URL_HELP + "  [env var: XMLFLOW_URL]",
     )
     token = click.option(
         "--token", "sub_token", metavar="TOKEN", help=_TOKEN_HELP + f"  [env var: {TOKEN_ENV}]"
@@ -300,6 +327,7 @@ def _server_options(f: F) -> F:
 
 _url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     "--url",
+    type=_ServerUrl(),
     default=DEFAULT_URL,
     show_default=True,
     envvar="XMLFLOW_URL",
