@@ -6,6 +6,7 @@ Through click's runner for most, and as real processes where the terminal matter
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -402,18 +403,78 @@ def test_usage_errors_exit_2_and_refused_files_exit_1(small: Server, tmp_path: P
         (["f.xml", "-p", "nope"], 2, "unknown pipeline 'nope' (400 bad_request) (see '"),
         (["f.xml", "-O", "shout.loud=1"], 2, "(422 unprocessable) (see '"),
         (["empty.zip"], 1, "empty.zip holds no XML document"),
-        (["big.zip"], 1, "big.zip has more than 3 XML members, the limit"),
+        (["big.zip"], 1, "big.zip has 4 XML members; send them in several uploads, big.zip "),
     ]:
         proc = run_cli("submit", *args, "--url", small.url, cwd=tmp_path)
         assert proc.returncode == status, (args, proc.stderr)
         assert said in error_line(proc, "submit"), proc.stderr
 
 
+def test_an_upload_over_the_limit_says_what_counts_against_it(small: Server) -> None:
+    """XMLFLOW_MAX_UPLOAD_FILES=3: a file and a zip of 5 XML members are 6 documents. The
+    413 says the limit (3, not the 2 left beside the file), the zip's members and the
+    file; and the files after a zip count too (2 members and 2 files are 4: refused)."""
+    five = io.BytesIO()
+    with zipfile.ZipFile(five, "w") as archive:
+        for i in range(1, 6):
+            archive.writestr(f"m{i}.xml", f"<m>{i}</m>")
+    pair = io.BytesIO()
+    with zipfile.ZipFile(pair, "w") as archive:
+        archive.writestr("p1.xml", "<p/>")
+        archive.writestr("notes.txt", "not a document")
+        archive.writestr("p2.xml", "<p/>")
+    for files, said, total in [
+        (
+            [("s012.xml", b"<s/>"), ("five.zip", five.getvalue())],
+            "five.zip has 5 XML members and s012.xml is 1 more; send them in several "
+            "uploads, five.zip split into zips of at most 3 XML members",
+            6,
+        ),
+        (
+            [("pair.zip", pair.getvalue()), ("a.xml", b"<a/>"), ("b.xml", b"<b/>")],
+            "pair.zip has 2 XML members and the 2 other files are 2 more; send them in "
+            "several uploads",
+            4,
+        ),
+    ]:
+        before = httpx.get(f"{small.url}/api/jobs", params={"limit": 1}).json()["total"]
+        parts = [("file", (name, body, "application/xml")) for name, body in files]
+        refused = httpx.post(f"{small.url}/upload", files=parts, timeout=30)
+        assert refused.status_code == 413, refused.text
+        error = refused.json()["error"]
+        assert error["message"] == (
+            f"the upload holds {total} documents, more than 3, the limit "
+            f"(XMLFLOW_MAX_UPLOAD_FILES): {said}"
+        )
+        assert error["details"]["limit"] == 3
+        after = httpx.get(f"{small.url}/api/jobs", params={"limit": 1}).json()["total"]
+        assert after == before  # all or nothing
+
+
+def test_a_zip_counts_as_its_members_and_one_over_the_limit_goes_alone(
+    small: Server, tmp_path: Path
+) -> None:
+    """A file and a zip of 5 XML members (the limit is 3): the file is sent and runs;
+    the zip, alone, is refused in the server's words, naming the true limit."""
+    files = [*numbered(tmp_path, 1), xml_zip(tmp_path / "five.zip", 5)]
+    out = tmp_path / "out"
+    proc = run_cli("submit", *files, "--out", out, "--url", small.url)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "succeeded, 1 output" in proc.stdout
+    assert [p.read_text() for p in out.iterdir()] == ["<N>1</N>!"]
+    assert error_line(proc, "submit") == (
+        f"1 of 2 files not sent (from {files[1]} on): the upload holds 5 documents, more "
+        "than 3, the limit (XMLFLOW_MAX_UPLOAD_FILES): five.zip has 5 XML members; send "
+        "them in several uploads, five.zip split into zips of at most 3 XML members "
+        "(413 upload_too_large)"
+    )
+
+
 def test_zips_whose_members_overflow_an_upload_are_sent_again_apart(
     small: Server, tmp_path: Path
 ) -> None:
     """Two files and a zip of two XML members are 4 documents, over the 3 an upload
-    takes: the server's 413 names the room that was left, and the files go one by one."""
+    takes: the zip is counted as its members, and goes in an upload of its own."""
     files = [*numbered(tmp_path, 2), xml_zip(tmp_path / "pair.zip", 2)]
     out = tmp_path / "out"
     proc = run_cli("submit", *files, "--out", out, "--url", small.url)

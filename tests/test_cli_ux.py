@@ -186,3 +186,59 @@ def test_a_run_that_cannot_start_says_so_in_one_line_as_submit_does(tmp_path: Pa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and " run: error: " in lines[0], done.stderr
     assert "'nowhere'" in lines[0]
+
+
+def test_a_file_name_with_control_characters_is_shown_escaped(tmp_path: Path) -> None:
+    """A newline or an escape sequence in a file's name would break the display's lines
+    or restyle the terminal: the live lines and the summary show it as ``\\n``, ``\\x1b``."""
+    names = ["new\nline.xml", "esc\x1b[31mred.xml"]
+    for name in names:
+        (tmp_path / name).write_text("<a/>")
+    done = xmlflow("run", *names, "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout
+    lines = done.stdout.splitlines()
+    assert not any(line.startswith("line.xml") for line in lines), done.stdout
+    for shown in ("new\\nline.xml", "esc\\x1b[31mred.xml"):
+        assert f"✔ {shown}: 1/2 " in done.stdout  # a finished step's line
+        assert f"✔ {shown}: succeeded, 1 output" in lines  # the summary
+        assert any(line.startswith(f"{shown} ") for line in lines)  # the live bar
+
+
+def test_a_setting_out_of_range_says_the_range_and_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "a.xml").write_text("<a/>")
+    for env, said in [
+        (
+            {"XMLFLOW_JOB_MEMORY_MB": "32"},
+            "XMLFLOW_JOB_MEMORY_MB is 32, out of range: it must be at least 64",
+        ),
+        (
+            {"XMLFLOW_STEP_TIMEOUT": "0"},
+            "XMLFLOW_STEP_TIMEOUT is 0, out of range: it must be more than 0 seconds "
+            "(unset: no timeout)",
+        ),
+    ]:
+        done = xmlflow("run", "a.xml", cwd=tmp_path, env=env)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"python -m xmlflow run: error: {said} (see 'python -m xmlflow run --help')\n"
+        )
+
+
+def test_a_url_that_is_not_a_server_address_is_a_usage_error_naming_url(tmp_path: Path) -> None:
+    """Not "the connection … broke" (exit 1) at the first request: exit 2 at once."""
+    (tmp_path / "a.xml").write_text("<a/>")
+    for args, env, where in [
+        (["jobs", "--url", "notaurl", "list"], {}, "jobs"),
+        (["jobs", "list", "--url", "notaurl"], {}, "jobs list"),
+        (["submit", "a.xml", "--url", "notaurl"], {}, "submit"),
+        (["jobs", "list"], {"XMLFLOW_URL": "notaurl"}, "jobs"),
+    ]:
+        done = xmlflow(*args, cwd=tmp_path, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert f"xmlflow {where}: error: Invalid value for '--url'" in done.stderr
+        assert "'notaurl' is not a server address: give http(s)://host[:port]" in done.stderr
+    for url in ("ftp://host", "localhost:5000", "http://", "http://host:port"):
+        done = xmlflow("jobs", "--url", url, "list", cwd=tmp_path)
+        assert done.returncode == 2 and "is not a server address" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

@@ -269,7 +269,9 @@ def extract_zip(
     """Each XML member of the zip at ``path`` written to a new file (from ``new_file``).
 
     All or nothing: on any error every file written so far is deleted. Members that are
-    not XML (by their first bytes; nested archives are never opened) are skipped.
+    not XML (by their first bytes; nested archives are never opened) are skipped. How
+    many there are is the caller's to check first (:func:`count_xml_members`): the
+    limit is the upload's, which the zip shares with the other files sent with it.
     """
     members: list[Member] = []
     try:
@@ -280,12 +282,6 @@ def extract_zip(
                 if member is not None:
                     total += member.path.stat().st_size
                     members.append(member)
-                    if len(members) > max_members:
-                        raise UploadTooLarge(
-                            f"{zip_name} has more than {max_members} XML members, the limit "
-                            "(XMLFLOW_MAX_UPLOAD_FILES): split it into several zips",
-                            details={"file": zip_name, "limit": max_members},
-                        )
     except BaseException:
         for member in members:
             member.path.unlink(missing_ok=True)
@@ -297,6 +293,30 @@ def extract_zip(
             details={"file": zip_name},
         )
     return members
+
+
+def count_xml_members(path: Path, zip_name: str, max_members: int) -> int:
+    """How many members of the zip at ``path`` :func:`extract_zip` would take, told from
+    their first bytes without writing any: so an upload (or ``xmlflow submit``, before
+    sending) can say how many documents a zip is."""
+    count = 0
+    with _open_zip(path, zip_name) as archive:
+        for info in _candidates(archive, zip_name, max_members):
+            with _member_errors(f"{zip_name}: member {info.filename!r}", zip_name):
+                with archive.open(info) as source:
+                    count += looks_like_xml(source.read(64))
+            time.sleep(0)  # in a request: let the others (streams) run between members
+    return count
+
+
+@contextlib.contextmanager
+def _member_errors(shown: str, zip_name: str) -> Iterator[None]:
+    """A member that cannot be read (damaged, encrypted, an unknown compression) as the
+    refusal of its zip."""
+    try:
+        yield
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, *_DAMAGE) as exc:
+        raise DamagedInput(f"{shown} cannot be read: {exc}", details={"file": zip_name}) from None
 
 
 @contextlib.contextmanager
@@ -334,22 +354,19 @@ def _extract_member(
     cap = min(limits.cap(info.compress_size), limits.max_bytes - total_before)
     if info.file_size > cap:
         raise _member_refusal(limits, shown, info, total_before)
-    try:
-        with archive.open(info) as source:
-            head = source.read(64)
-            if not looks_like_xml(head):
-                return None
-            path, out = new_file()
-            try:
-                with out:
-                    written = _copy_capped(source, out, head, cap)
-                    if written > cap:
-                        raise _member_refusal(limits, shown, info, total_before)
-            except BaseException:
-                path.unlink(missing_ok=True)
-                raise
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, *_DAMAGE) as exc:
-        raise DamagedInput(f"{shown} cannot be read: {exc}", details={"file": zip_name}) from None
+    with _member_errors(shown, zip_name), archive.open(info) as source:
+        head = source.read(64)
+        if not looks_like_xml(head):
+            return None
+        path, out = new_file()
+        try:
+            with out:
+                written = _copy_capped(source, out, head, cap)
+                if written > cap:
+                    raise _member_refusal(limits, shown, info, total_before)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
     from .service import display_name  # local: the service imports this module
 
     return Member(path, display_name(info.filename))

@@ -11,7 +11,7 @@ import dataclasses
 import keyword
 import os
 import runpy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,15 @@ from typing import Any
 from .errors import ConfigError
 from .inputs import Limits
 from .models import StepSpec
+
+
+class BadSetting(ConfigError):
+    """An ``XMLFLOW_*`` value that is not a number or out of its range: the command
+    line's mistake (a usage error, exit 2, as click's own for a bad option value)
+    rather than a broken ``config.py``."""
+
+    code = "bad_setting"
+
 
 DEFAULT_PIPELINE = "default"
 STEP_KEYS = frozenset({"id", "name", "module", "delay", "error_chance", "options"})
@@ -150,7 +159,7 @@ def load_settings(
             try:
                 values[name] = convert(raw)
             except ValueError:
-                raise ConfigError(f"{var}={raw!r} is not a valid {convert.__name__}") from None
+                raise BadSetting(f"{var}={raw!r} is not a valid {convert.__name__}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("config_path") is None:
         local = (cwd or Path.cwd()) / "config.py"
@@ -165,31 +174,37 @@ def load_settings(
     return settings
 
 
+# Each number setting's allowed values: the test, and how the refusal words it.
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "XMLFLOW_MAX_UPLOAD_MB": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_MAX_UPLOAD_FILES": (lambda v: v >= 1, "at least 1"),
+    "XMLFLOW_MAX_EXPANSION_RATIO": (lambda v: v >= 1, "at least 1"),
+    "XMLFLOW_MAX_DECOMPRESSED_MB": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_WORKERS": (lambda v: v >= 1, "at least 1"),
+    "XMLFLOW_RETENTION_HOURS": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_MAX_QUEUED": (lambda v: v >= 1, "at least 1"),
+    "XMLFLOW_STEP_TIMEOUT": (lambda v: v > 0, "more than 0 seconds (unset: no timeout)"),
+    "XMLFLOW_JOB_MEMORY_MB": (lambda v: v >= 64, "at least 64"),
+    "XMLFLOW_SSE_KEEPALIVE": (lambda v: 0 < v <= 15, "more than 0 and at most 15"),
+    "XMLFLOW_SESSION_HOURS": (lambda v: 0 < v <= 24 * 366, f"more than 0 and at most {24 * 366}"),
+    "XMLFLOW_AUTH_FAILURES_PER_MINUTE": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_TRUSTED_PROXIES": (lambda v: 0 <= v <= 10, "0 to 10"),
+    "XMLFLOW_RETRIES": (lambda v: v >= 0, "at least 0"),
+    "XMLFLOW_LEASE_SECONDS": (lambda v: v >= 3, "at least 3"),
+    "XMLFLOW_WEBHOOK_ATTEMPTS": (lambda v: 1 <= v <= 100, "1 to 100"),
+    "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_WEBHOOK_BACKOFF": (lambda v: 0.01 <= v <= 3600, "0.01 to 3600"),
+    "XMLFLOW_WEBHOOK_TIMEOUT": (lambda v: 0.1 <= v <= 120, "0.1 to 120"),
+}
+
+
 def _check_numbers(s: Settings) -> None:
-    checks = {
-        "XMLFLOW_MAX_UPLOAD_MB": s.max_upload_mb > 0,
-        "XMLFLOW_MAX_UPLOAD_FILES": s.max_upload_files >= 1,
-        "XMLFLOW_MAX_EXPANSION_RATIO": s.max_expansion_ratio >= 1,
-        "XMLFLOW_MAX_DECOMPRESSED_MB": s.max_decompressed_mb is None or s.max_decompressed_mb > 0,
-        "XMLFLOW_WORKERS": s.workers >= 1,
-        "XMLFLOW_RETENTION_HOURS": s.retention_hours > 0,
-        "XMLFLOW_MAX_QUEUED": s.max_queued >= 1,
-        "XMLFLOW_STEP_TIMEOUT": s.step_timeout is None or s.step_timeout > 0,
-        "XMLFLOW_JOB_MEMORY_MB": s.job_memory_mb is None or s.job_memory_mb >= 64,
-        "XMLFLOW_SSE_KEEPALIVE": 0 < s.sse_keepalive <= 15,
-        "XMLFLOW_SESSION_HOURS": 0 < s.session_hours <= 24 * 366,
-        "XMLFLOW_AUTH_FAILURES_PER_MINUTE": s.auth_failures_per_minute > 0,
-        "XMLFLOW_TRUSTED_PROXIES": 0 <= s.trusted_proxies <= 10,
-        "XMLFLOW_RETRIES": s.retries >= 0,
-        "XMLFLOW_LEASE_SECONDS": s.lease_seconds >= 3,
-        "XMLFLOW_WEBHOOK_ATTEMPTS": 1 <= s.webhook_attempts <= 100,
-        "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": s.webhook_max_age_hours > 0,
-        "XMLFLOW_WEBHOOK_BACKOFF": 0.01 <= s.webhook_backoff <= 3600,
-        "XMLFLOW_WEBHOOK_TIMEOUT": 0.1 <= s.webhook_timeout <= 120,
-    }
-    for var, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"{var} is out of range")
+    """Refuse a number out of its range, saying the range: "out of range" alone left
+    the reader to guess (``XMLFLOW_JOB_MEMORY_MB=32`` needs at least 64)."""
+    for var, (ok, allowed) in _RANGES.items():
+        value = getattr(s, _ENV[var][0])
+        if value is not None and not ok(value):
+            raise BadSetting(f"{var} is {value:g}, out of range: it must be {allowed}")
 
 
 def _check_webhook(s: Settings) -> None:

@@ -121,12 +121,17 @@ def open_embedded_backend(settings: Settings, run_job: Callable[[str], None]) ->
     store, listeners = open_sqlite(path, webhooks=bool(settings.webhook_url))
     executor = ThreadExecutor(run_job, settings.workers)
     duties = EmbeddedDuties(settings.data_dir.resolve(), executor)
+
+    def close() -> None:
+        duties.close()
+        listeners.close()  # after the runners: the running jobs' ends are published
+
     return Backend(
         name="sqlite",
         store=store,
         events=Events(store, listeners, listeners.count),
         executor=executor,
         start=duties.start,
-        close=duties.close,
+        close=close,
         outbox=store.outbox,
     )

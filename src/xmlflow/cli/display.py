@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
 NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's
 _POSITION = re.compile(r"^line (\d+), column (\d+): (.*)$", re.DOTALL)
+# What a terminal does not print as it is: C0 and C1 controls, and the line and bidi
+# marks that move or reorder the text after them
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 @dataclass
@@ -72,6 +75,17 @@ def located_error(source: Path | str, error: str) -> str:
     if match:
         return f"{source}:{match[1]}:{match[2]}: error: {match[3]}"
     return f"{source}: error: {error}"
+
+
+def printable(text: str) -> str:
+    r"""A file name (or path) as one line of text: a newline, an escape sequence or a
+    bidi mark in it would break the display's lines or restyle the terminal, so each is
+    shown as Python writes it in a string.
+
+    >>> printable("a\nb.xml"), printable("\x1b[31mred.xml"), printable("plain é.xml")
+    ('a\\nb.xml', '\\x1b[31mred.xml', 'plain é.xml')
+    """
+    return _UNPRINTABLE.sub(lambda found: repr(found[0])[1:-1], text)
 
 
 def escape(text: str) -> str:
@@ -168,7 +182,7 @@ class RichReporter:
         self.steps = steps
         for job in jobs:
             self.tasks[job.job_id] = self.progress.add_task(
-                "[dim]queued[/]", total=job.steps or steps, file=job.source.name
+                "[dim]queued[/]", total=job.steps or steps, file=printable(job.source.name)
             )
         self.progress.start()
 
@@ -211,13 +225,13 @@ class RichReporter:
         elapsed = f" {format_duration(data['elapsed'])}" if data.get("elapsed") is not None else ""
         icon = ICONS.get(data["status"], "?")
         self.progress.console.print(
-            f"{icon} {escape(job.source.name)}: {label} {data['status']}{elapsed}",
+            f"{icon} {escape(printable(job.source.name))}: {label} {data['status']}{elapsed}",
             overflow="ellipsis",
             no_wrap=True,
         )
         if data.get("error"):
             self.progress.console.print(
-                f"  [red]{escape(located_error(job.source, data['error']))}[/]"
+                f"  [red]{escape(located_error(printable(str(job.source)), data['error']))}[/]"
             )
 
     def finish(self, jobs: Sequence[FileJob]) -> None:
@@ -226,11 +240,12 @@ class RichReporter:
             icon = ICONS.get(job.status or "", "[yellow]■[/]")
             outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
             status = job.status or "not ended"
-            self.console.print(f"{icon} {escape(str(job.source))}: {status}{outputs}")
+            source = printable(str(job.source))
+            self.console.print(f"{icon} {escape(source)}: {status}{outputs}")
             if job.error:
-                self.console.print(f"  [red]{escape(located_error(job.source, job.error))}[/]")
+                self.console.print(f"  [red]{escape(located_error(source, job.error))}[/]")
             for path in job.outputs:
-                self.console.print(f"    → {escape(path)}")
+                self.console.print(f"    → {escape(printable(path))}")
         if len(jobs) > 1:
             self.console.print(summary(jobs))
 

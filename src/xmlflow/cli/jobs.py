@@ -40,8 +40,8 @@ Exit status:
   0    it worked (submit, jobs follow: every job succeeded)
   1    a job did not succeed, or a request failed: the server is down or
        is not xmlflow, no token or a wrong one, no such job, queue full...
-  2    a usage error, as click's: a bad command line, or a pipeline or
-       option the server refused (its 400 or 422)
+  2    a usage error, as click's: a bad command line or XMLFLOW_* setting
+       (run), or a pipeline or option the server refused (its 400 or 422)
   130  Ctrl-C (following stops; the jobs go on)"""
 
 
@@ -152,7 +152,7 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
-    from ..settings import load_settings
+    from ..settings import BadSetting, load_settings
     from .localrun import LocalRun
 
     options = _options(option_texts)
@@ -162,7 +162,7 @@ def run(
     try:
         settings = load_settings(config_path=config_path, workers=workers)
         jobs = LocalRun(settings, pipeline, options, out_dir, reporter).run(files)
-    except (BadRequest, Unprocessable) as exc:  # the pipeline or an option
+    except (BadRequest, Unprocessable, BadSetting) as exc:  # the pipeline, an option, a setting
         raise click.UsageError(exc.message) from None
     except XmlflowError as exc:
         raise Failed(exc.message) from None
@@ -271,6 +271,29 @@ class _Server:
 
 
 _URL_HELP = "The server's address."
+
+
+class _ServerUrl(click.ParamType[str]):
+    """``--url``: http(s)://host[:port][/prefix], checked when given. httpx found out only
+    at the first request, and said "the connection … broke" (exit 1), or raised (a
+    port that is not a number): a mistyped address is a usage error, exit 2."""
+
+    name = "URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from urllib.parse import urlsplit
+
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError when it is not a port number
+        except ValueError as exc:
+            self.fail(f"{text!r} is not a server address ({exc}): give http(s)://host[:port]")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(f"{text!r} is not a server address: give http(s)://host[:port]")
+        return text
+
+
 _TOKEN_HELP = "The server's API token, if it has one."
 
 
@@ -292,7 +315,11 @@ def _server_options(f: F) -> F:
 
     with_client.__name__, with_client.__doc__ = f.__name__, f.__doc__
     url = click.option(
-        "--url", "sub_url", metavar="URL", help=_URL_HELP + "  [env var: XMLFLOW_URL]"
+        "--url",
+        "sub_url",
+        type=_ServerUrl(),
+        metavar="URL",
+        help=_URL_HELP + "  [env var: XMLFLOW_URL]",
     )
     token = click.option(
         "--token", "sub_token", metavar="TOKEN", help=_TOKEN_HELP + f"  [env var: {TOKEN_ENV}]"
@@ -302,6 +329,7 @@ def _server_options(f: F) -> F:
 
 _url_option = click.option(  # `jobs` (before its subcommand) and `submit`
     "--url",
+    type=_ServerUrl(),
     default=DEFAULT_URL,
     show_default=True,
     envvar="XMLFLOW_URL",
@@ -538,17 +566,23 @@ def _upload(
     with the refusal, to be followed.
     """
     room = client.upload_room()
+    weights = [_documents(path, room.per_upload) for path in files]
     _check_queue_room(len(files), room)
-    size = room.per_upload or len(files)
+    size = room.per_upload or sum(weights)
     sent = _Sent([], 0)
     try:
         while sent.count < len(files):
-            batch = files[sent.count : sent.count + size]
+            end = _batch_end(weights, sent.count, size)
+            batch = files[sent.count : end]
             try:
                 job_ids = client.submit(batch, pipeline, options)
             except ApiError as exc:
                 limit = exc.upload_limit
-                if limit is not None and 0 < limit < len(batch):
+                if (
+                    limit is not None
+                    and len(batch) > 1
+                    and 0 < limit < sum(weights[sent.count : end])
+                ):
                     size = limit
                     continue
                 if not sent.jobs:
@@ -563,6 +597,33 @@ def _upload(
             click.echo(f"stopped sending; the jobs sent go on: xmlflow jobs follow {ids}", err=True)
         sys.exit(130)
     return sent
+
+
+def _documents(path: Path, per_upload: int | None) -> int:
+    """The jobs a file becomes: a zip's XML members, counted as the server counts them,
+    else 1. A zip this cannot count counts 1: it goes alone, and the server's refusal
+    says what is wrong with it."""
+    from ..inputs import count_xml_members, sniff_format
+
+    try:
+        with path.open("rb") as f:
+            if sniff_format(f.read(6)) != "zip":
+                return 1
+        # without the server's limit, no cap on the entries read (it caps them at 10x it)
+        return max(1, count_xml_members(path, path.name, per_upload or sys.maxsize))
+    except (OSError, XmlflowError):
+        return 1
+
+
+def _batch_end(weights: Sequence[int], start: int, size: int) -> int:
+    """Where the upload of the files from ``start`` ends: as many as make at most
+    ``size`` documents, and always one (a zip over the limit goes alone, to be refused
+    in the server's words)."""
+    end, total = start + 1, weights[start]
+    while end < len(weights) and total + weights[end] <= size:
+        total += weights[end]
+        end += 1
+    return end
 
 
 def _check_queue_room(count: int, room: UploadRoom) -> None:

@@ -89,6 +89,7 @@ def body(svc: Service, jobs: list[Followed], counter: Gauge | None) -> Iterator[
                 first = inbox.get(timeout=svc.settings.sse_keepalive)
             except queue.Empty:
                 if svc.closing:
+                    yield going_away_frame()
                     return
                 yield sse.KEEPALIVE
                 continue
@@ -96,6 +97,8 @@ def body(svc: Service, jobs: list[Followed], counter: Gauge | None) -> Iterator[
             if frames:
                 yield frames
             if stopped:
+                if svc.closing:  # the logs stopped because the server does
+                    yield going_away_frame()
                 return
     finally:
         stop.set()
@@ -200,6 +203,13 @@ def gone_frame(job_id: str) -> bytes:
     skips (an event of a new type would break clients that know only the four), before
     the close; the reconnection's 404 is what clients act on."""
     return sse.encode(comment=f"gone: job {job_id} no longer exists")
+
+
+def going_away_frame() -> bytes:
+    """The last frame of a stream that ends because the server stops: a comment (skipped
+    by every SSE client) saying why the stream ended before its job did. The client
+    reconnects, to the next server, from its ``Last-Event-ID``."""
+    return sse.encode(comment="the server is going away: reconnect with Last-Event-ID")
 
 
 def through_end(events: list[Event]) -> list[Event]:

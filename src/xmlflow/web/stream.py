@@ -15,7 +15,7 @@ from ..models import EventType
 from ..service import Service
 from . import metrics, multistream, service
 from .api import get_job_or_404
-from .multistream import gone_frame, through_end, vanished
+from .multistream import going_away_frame, gone_frame, through_end, vanished
 
 bp = Blueprint("stream", __name__)
 
@@ -117,8 +117,8 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
         with closing(svc.events.listen(job_id, after, svc.settings.sse_keepalive)) as batches:
             for batch in batches:
                 if not batch:
-                    if svc.closing:  # shutting down: the client reconnects from `last`
-                        return
+                    if svc.closing:
+                        break
                     if vanished(svc.store, job_id):  # see multistream: its `end` never comes
                         yield gone_frame(job_id)
                         return
@@ -130,6 +130,8 @@ def _frames(svc: Service, job_id: str, after: int, counter: Gauge | None) -> Ite
                         return
                 else:  # the usual wake-up: one event, not the end
                     yield sse.event_frame(batch[0])
+        # the feed closed (or will not wait any more) before the job's end: shutdown
+        yield going_away_frame()
     finally:
         if counter is not None:
             counter.dec()

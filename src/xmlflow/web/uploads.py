@@ -23,9 +23,10 @@ from typing import IO
 from flask import Request
 
 from ..errors import UploadTooLarge
-from ..inputs import check_compressed, extract_zip
+from ..inputs import check_compressed, count_xml_members, extract_zip
 from ..leftovers import hold
 from ..service import Service, Upload, display_name
+from ..units import plural
 from . import service
 
 
@@ -91,11 +92,13 @@ def expand_archives(
     """The uploaded files as documents: a zip gives its XML members, each in a new file.
 
     A compressed document is probed (:func:`~xmlflow.inputs.check_compressed`): a bomb
-    or a damaged small file is refused here, before any job exists. All or nothing: on
-    an error every member file written so far is deleted (the uploads themselves are
-    the caller's to delete).
+    or a damaged small file is refused here, before any job exists; so is an upload
+    whose documents (a zip's XML members each, counted first) are more than
+    ``XMLFLOW_MAX_UPLOAD_FILES``. All or nothing: on an error every member file written
+    so far is deleted (the uploads themselves are the caller's to delete).
     """
     limits = svc.settings.input_limits
+    limit = svc.settings.max_upload_files
     uploads: list[Upload] = []
 
     def new_file() -> tuple[Path, IO[bytes]]:
@@ -104,18 +107,48 @@ def expand_archives(
         members.append(path)
         return path, stream
 
+    counted = []  # (path, client's name, shown name, XML members or None when not a zip)
+    for path, name in files:
+        shown = display_name(name)
+        is_zip = check_compressed(path, shown, limits) == "zip"
+        counted.append(
+            (path, name, shown, count_xml_members(path, shown, limit) if is_zip else None)
+        )
+    _check_documents(limit, [(shown, count) for _, _, shown, count in counted])
     members: list[Path] = []
     try:
-        for path, name in files:
-            shown = display_name(name)
-            if check_compressed(path, shown, limits) != "zip":
+        for path, name, shown, count in counted:
+            if count is None:
                 uploads.append(Upload(path, name))
                 continue
-            room = svc.settings.max_upload_files - len(uploads)
-            found = extract_zip(path, shown, limits, room, new_file)
+            found = extract_zip(path, shown, limits, limit, new_file)
             uploads += [Upload(m.path, m.name, group=shown) for m in found]
     except BaseException:
         for path in members:
             path.unlink(missing_ok=True)
         raise
     return uploads
+
+
+def _check_documents(limit: int, counted: list[tuple[str, int | None]]) -> None:
+    """Refuse an upload of more documents than ``limit``, saying what counts: each zip's
+    XML members (a count of None: a file that is one document) and the files beside them."""
+    total = sum(1 if count is None else count for _, count in counted)
+    if total <= limit:
+        return
+    zips = [(name, count) for name, count in counted if count is not None]
+    singles = [name for name, count in counted if count is None]
+    parts = [f"{name} has {plural(count, 'XML member')}" for name, count in zips]
+    if len(singles) == 1:
+        parts.append(f"{singles[0]} is 1 more")
+    elif singles:
+        parts.append(f"the {len(singles)} other files are {len(singles)} more")
+    advice = "send them in several uploads"
+    name, most = max(zips, key=lambda zipped: zipped[1])
+    if most > limit:
+        advice += f", {name} split into zips of at most {limit} XML members"
+    raise UploadTooLarge(
+        f"the upload holds {total} documents, more than {limit}, the limit "
+        f"(XMLFLOW_MAX_UPLOAD_FILES): {' and '.join(parts)}; {advice}",
+        details={"file": name, "limit": limit, "documents": total},
+    )

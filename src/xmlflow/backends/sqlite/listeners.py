@@ -61,6 +61,7 @@ class SqliteListeners:
         self._tick = POLL_INTERVAL  # seconds between the ticker's wake-ups
         self._tick_changed = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._closed = False
 
     def count(self) -> int:
         """Listener registrations held now (for ``/metrics``: it returns to 0 when idle)."""
@@ -70,13 +71,16 @@ class SqliteListeners:
     # -- the listener's side -------------------------------------------------------------------
 
     def listen(self, job_id: str, after: int, timeout: float) -> Generator[list[Event], None, None]:
-        """Every batch of events after ``after``, [] after each ``timeout`` s of quiet."""
+        """Every batch of events after ``after``, [] after each ``timeout`` s of quiet;
+        until the listeners close (:meth:`close`), when it returns."""
         self._tick_at_most(timeout / TICKS)
         with self._watching(job_id) as watch:
-            while True:
+            while not self._closed:
                 events = self._next(watch, job_id, after, time.monotonic() + timeout - self._tick)
                 if events:
                     after = events[-1].id
+                elif self._closed:
+                    return
                 yield events
 
     def _next(self, watch: _Watch, job_id: str, after: int, due: float) -> list[Event]:
@@ -86,7 +90,7 @@ class SqliteListeners:
             events = watch.since(after)
             if events is None:  # behind what memory keeps: from SQLite
                 events = self._read(job_id, after)
-            if events or time.monotonic() >= due:
+            if events or self._closed or time.monotonic() >= due:
                 return events
             arrived.wait()
 
@@ -116,6 +120,18 @@ class SqliteListeners:
             with self._lock:
                 self._tick = min(self._tick, tick)
             self._tick_changed.set()  # a ticker sleeping a longer tick starts over
+
+    def close(self) -> None:
+        """Wake every listener with nothing, so the streams of this process end now.
+
+        The server is going away: a stream of a job that is still queued gets no event
+        before the keepalive (15 s by default), longer than gunicorn waits for it. Called
+        once the runners stopped, so the running jobs' ``end`` (interrupted) is already
+        published to their streams."""
+        with self._lock:
+            self._closed = True
+            for watch in self._watches.values():
+                watch.wake()
 
     # -- the writers' side ---------------------------------------------------------------------
 
