@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import Guard, JobStore, Lost, unguarded
+from .errors import BackendUnavailable
 from .jobfiles import JobFiles, output_url
 from .jobprocess import run_isolated
 from .models import Event, EventData, EventType, Job, JobStatus, Superseded, end_event, fence
@@ -144,14 +145,22 @@ class JobRunner:
         fence(now, job.attempt)
 
     def _cancel_probe(self, job_id: str) -> Callable[[], bool]:
-        """``is_cancelled`` for the run: asks the store at most every 0.2 s."""
+        """``is_cancelled`` for the run: asks the store at most every 0.2 s.
+
+        A store that cannot answer (Redis restarting) means "not cancelled, as far as we
+        know": the run goes on, as its appends wait for Redis to come back, and a
+        cancel is seen at the first answer after it; failing the job for an unanswered
+        question would turn every Redis restart into failed jobs."""
         last = [0.0, False]
 
         def probe() -> bool:
             now = time.monotonic()
             if not last[1] and now - last[0] >= CANCEL_CHECK_INTERVAL:
                 last[0] = now
-                last[1] = self.store.cancel_requested(job_id)
+                try:
+                    last[1] = self.store.cancel_requested(job_id)
+                except BackendUnavailable as exc:
+                    log.debug("job %s: cannot ask whether it is cancelled: %s", job_id, exc)
             return bool(last[1])
 
         return probe

@@ -145,6 +145,22 @@ def test_restarted_redis_keeps_workers_working(outage_cluster: Cluster) -> None:
     assert_alive(*workers)
 
 
+def test_a_redis_restart_while_jobs_run_is_ridden_out(outage_cluster: Cluster) -> None:
+    """Redis down for 3 s in the middle of two running jobs (with its append-only file,
+    as the docs advise): they wait for it and succeed, once each."""
+    cluster = outage_cluster
+    web = cluster.web()
+    workers = [cluster.worker(), cluster.worker()]
+    jobs = web.upload(*[(f"{i}.xml", b"<a/>") for i in range(2)], pipeline="paced")
+    for job in jobs:
+        _wait_status(web.job, job["id"], "running")
+    cluster.redis.restart(down_for=3)
+
+    for job in jobs:
+        assert_one_clean_run(web.events(job["id"]))
+    assert_alive(*workers)
+
+
 def test_a_worker_started_while_redis_is_down_waits_for_it(outage_cluster: Cluster) -> None:
     """A machine's boot order is nobody's promise: ``xmlflow worker`` started before
     Redis waits for it (backing off), then takes jobs, as after an outage."""
