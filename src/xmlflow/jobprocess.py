@@ -316,10 +316,18 @@ def _child_main(plan: RunPlan, conn: Connection) -> None:
 
 
 def _await_cancel(conn: Connection, cancelled: threading.Event) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        while conn.recv() != "cancel":
-            pass
-        cancelled.set()
+    """Set ``cancelled`` when the parent says so; end the process when the parent is gone.
+
+    The pipe's end is the one sign of the parent's death that reaches every job: our
+    parent by ``PR_SET_PDEATHSIG`` is the forkserver, which outlives a killed server
+    while any job holds it, and a step that reports nothing would run on for nobody.
+    (After our result the parent closes the pipe too: we are ending then anyway.)"""
+    try:
+        while True:
+            if conn.recv() == "cancel":
+                cancelled.set()
+    except (EOFError, OSError):
+        os._exit(1)
 
 
 def _mapped_bytes() -> int:

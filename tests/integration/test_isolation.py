@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,68 @@ def test_cancel_reaches_a_step_that_reports_progress_all_the_time(guarded: Serve
     assert httpx.post(f"{guarded.url}/api/jobs/{job['id']}/cancel").status_code == 202
     assert guarded.wait_finished(job["id"], timeout=10)["status"] == "cancelled"
     assert time.monotonic() - started < 2
+
+
+SILENT = """
+    import os
+    import time
+    def run(ctx):
+        with open(os.environ["XMLFLOW_TEST_PIDFILE"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(120)  # says nothing to its parent all the while
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_server_takes_its_silent_jobs_processes_along(tmp_path: Path) -> None:
+    """kill -9 of the server's processes (gunicorn's master and worker): a job's process
+    that is not talking to its parent ends too, at once, not when it next reports (the
+    forkserver, its parent, outlives the server while any job holds it)."""
+    config = write_config(
+        tmp_path / "conf",
+        'PIPELINES = {"default": [{"id": "silent", "name": "Silent", "module": "run"}]}',
+        {"silent": SILENT},
+    )
+    pidfile = tmp_path / "job.pid"
+    env = {"XMLFLOW_TEST_PIDFILE": str(pidfile)}
+    server = Server(config=config, data_dir=tmp_path / "data", env=env).start()
+    try:
+        server.upload(("a.xml", b"<a/>"))
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.05)
+        job = int(pidfile.read_text())
+        assert server.proc is not None
+        workers = [
+            pid
+            for pid in _children(server.proc.pid)
+            if "multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+        ]
+        for pid in [server.proc.pid, *workers]:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while _alive(job) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(job), "the job's process outlived the server"
+    finally:
+        server.kill()
