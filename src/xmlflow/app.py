@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import BackendUnavailable, XmlflowError, is_backend_outage
+from .errors import BackendUnavailable, DiskFull, XmlflowError, is_backend_outage
 from .service import Service
 from .settings import load_settings
 from .web import api, auth, health, metrics, openapi, security, stream, ui
@@ -74,6 +75,9 @@ def _register_errors(app: Flask) -> None:
         if is_backend_outage(exc):
             log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
             return nice_error(BackendUnavailable.of_redis(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            log.warning("no space left on %s %s: %s", request.method, request.path, exc)
+            return nice_error(DiskFull("the server's data folder is full; try again later"))
         log.exception("unexpected error on %s %s", request.method, request.path)
         body = {"error": {"code": "internal_error", "message": "internal error", "details": None}}
         return body, 500, {}

@@ -119,6 +119,15 @@ class BackendUnavailable(XmlflowError):
         return cls(f"Redis is unavailable for now ({type(exc).__name__}); try again later")
 
 
+class DiskFull(XmlflowError):
+    """The data folder has no room for an upload (ENOSPC, or below the health check's
+    minimum before receiving): 507, nothing kept, try again once space is freed."""
+
+    status_code = 507
+    code = "insufficient_storage"
+    retry_after = 30
+
+
 def is_backend_outage(exc: BaseException) -> bool:
     """A Redis error that means "not now" (down, paused, out of memory...), not a bug.
 
