@@ -54,7 +54,9 @@ def remove_leftovers(data_dir: Path, store: JobStore, *, exclusive: bool) -> int
     cutoff = time.time() - (0 if exclusive else STALE_AFTER)
     removed = _incoming(data_dir / INCOMING, cutoff)
     for files in all_jobs(data_dir):
-        removed += _job_leftovers(files, store, cutoff)
+        # another process starting beside this one may clean the same folder first
+        with contextlib.suppress(FileNotFoundError):
+            removed += _job_leftovers(files, store, cutoff)
     if removed:
         log.warning("start-up: removed %d file(s) left by a killed process", removed)
     return removed
