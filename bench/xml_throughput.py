@@ -8,8 +8,8 @@ to the lxml floor:
 
 - the lxml iterparse floor and the recipe users migrate from (``xmltodict.parse`` +
   ``json.dump``), and xmltodict's streaming mode;
-- ``xmlflow run`` as users run it, a whole process (start-up, the forkserver, the
-  job's process, the output's copy) on the native core in each mode, and in ``json``
+- ``xmlflow run`` as users run it, a whole process (start-up, its zygote, the job's
+  process) on the native core in each mode, and in ``json``
   with ``XMLFLOW_NATIVE=0`` (the pure-Python path);
 - the ``process_xml`` step alone in one interpreter, native and Python.
 
@@ -175,8 +175,8 @@ PYTHON_PATH = {"XMLFLOW_NATIVE": "0"}
 
 
 def become_subreaper() -> None:
-    """Adopt orphaned descendants: ``xmlflow run`` converts in a child of its
-    forkserver, which outlives it; reaping them here counts their CPU time too."""
+    """Adopt orphaned descendants (a process a contender left running), so that reaping
+    them here counts their CPU time too."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
