@@ -120,8 +120,8 @@ class BackendUnavailable(XmlflowError):
 
 
 class DiskFull(XmlflowError):
-    """The data folder has no room for an upload (ENOSPC, or below the health check's
-    minimum before receiving): 507, nothing kept, try again once space is freed."""
+    """The data folder has no room for an upload (ENOSPC while receiving it): 507,
+    nothing kept, try again once space is freed."""
 
     status_code = 507
     code = "insufficient_storage"

@@ -17,19 +17,17 @@ the zip's name (:func:`expand_archives`).
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 from typing import IO
 
 from flask import Request
 
-from ..errors import DiskFull, UploadTooLarge
+from ..errors import UploadTooLarge
 from ..inputs import check_compressed, count_xml_members, extract_zip
 from ..leftovers import hold
 from ..service import Service, Upload, display_name
 from ..units import plural
 from . import service
-from .health import MIN_FREE_BYTES
 
 
 class UploadRequest(Request):
@@ -48,8 +46,6 @@ class UploadRequest(Request):
         svc = service()
         if not hasattr(self, "incoming"):
             self.incoming, self.held = [], []
-            if shutil.disk_usage(svc.data_dir).free < MIN_FREE_BYTES:  # as /api/health says
-                raise DiskFull("the server's data folder has less than 64 MB free; try again later")
         limit = svc.settings.max_upload_files
         if len(self.incoming) >= limit:
             raise UploadTooLarge(
