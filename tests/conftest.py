@@ -61,6 +61,48 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of a process, from ``/proc`` (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(") ", 1)[1].split()[1])  # after the name, which may hold ") "
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if parent_pid(int(entry.name)) == pid:
+                    children.append(int(entry.name))
+            except (OSError, ValueError, IndexError):  # ended while we looked
+                continue
+    return children
+
+
+def descendant_pids(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for child in child_pids(todo.pop()):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running, or stopped: not gone and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def write_config(folder: Path, body: str, steps: dict[str, str] | None = None) -> Path:
     """A ``config.py`` (and ``processing_steps/*.py``) in ``folder``; returns the config path."""
     folder.mkdir(parents=True, exist_ok=True)

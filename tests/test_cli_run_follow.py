@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import write_config
+from .conftest import alive, write_config
 
 CONFIG = """
     TICKS = {"id": "ticks", "name": "Ticks", "module": "run_ticks", "options": {"ticks": 4}}
@@ -156,18 +156,10 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_leaves_no_process_or_file(
     assert ends == ["cancelled", "cancelled"]
     job_pid = int(pidfile.read_text().split()[0])
     deadline = time.monotonic() + 10
-    while _alive(job_pid) and time.monotonic() < deadline:
+    while alive(job_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(job_pid), "the job's process outlived the run"
+    assert not alive(job_pid), "the job's process outlived the run"
     assert list(temp.iterdir()) == [], "the run's temporary folder was left behind"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_run_json_loads_no_rich(config: Path, tmp_path: Path) -> None:

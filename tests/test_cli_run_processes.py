@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .conftest import write_config
+from .conftest import alive, cmdline, descendant_pids, parent_pid, write_config
 
 STEPS = {
     "hold": """
@@ -59,38 +59,6 @@ def _run_argv(config: Path, out: Path, *args: str | Path) -> list[str]:
     ]
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(") ", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]) != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _start_holding(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
     """A run whose job holds until cancelled; returns it and its job's pid."""
     config = write_config(tmp_path / "conf", CONFIG, STEPS)
@@ -112,29 +80,29 @@ def test_the_job_runs_in_a_fork_of_the_run_with_no_other_interpreter(tmp_path: P
     zygote and the job, all the same program (forks, not new interpreters)."""
     run, job = _start_holding(tmp_path)
     try:
-        tree = _descendants(run.pid)
+        tree = descendant_pids(run.pid)
         assert job in tree
-        assert len(tree) == 2, [_cmdline(pid) for pid in tree]  # the zygote and the job
-        assert {_cmdline(pid) for pid in tree} == {_cmdline(run.pid)}
+        assert len(tree) == 2, [cmdline(pid) for pid in tree]  # the zygote and the job
+        assert {cmdline(pid) for pid in tree} == {cmdline(run.pid)}
     finally:
         run.send_signal(signal.SIGINT)
         run.communicate(timeout=30)
     assert run.returncode == 130
     deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in tree if _alive(pid)], "a process outlived the run"
+    assert not [pid for pid in tree if alive(pid)], "a process outlived the run"
 
 
 def test_kill_9_of_the_run_takes_its_zygote_and_job_along(tmp_path: Path) -> None:
     run, job = _start_holding(tmp_path)
-    tree = _descendants(run.pid)
+    tree = descendant_pids(run.pid)
     run.kill()
     run.communicate(timeout=10)
     deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [pid for pid in tree if _alive(pid)], "the zygote or the job outlived kill -9"
+    assert not [pid for pid in tree if alive(pid)], "the zygote or the job outlived kill -9"
 
 
 def _run(tmp_path: Path, pipeline: str, source: Path, **env: str) -> tuple[int, list[dict]]:
@@ -216,16 +184,16 @@ def test_when_the_zygote_is_killed_the_next_jobs_start_from_a_forkserver(
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
     job = int(pidfile.read_text().split()[0])
-    zygote = int(Path(f"/proc/{job}/stat").read_text().rsplit(") ", 1)[1].split()[1])
-    assert _cmdline(zygote) == _cmdline(run.pid) and zygote != run.pid
+    zygote = parent_pid(job)
+    assert cmdline(zygote) == cmdline(run.pid) and zygote != run.pid
     os.kill(zygote, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while len(pidfile.read_text().split()) < 2:  # the second job started, elsewhere
         assert time.monotonic() < deadline and run.poll() is None, "no second job"
         time.sleep(0.05)
     second_job = int(pidfile.read_text().split()[1])
-    parent = int(Path(f"/proc/{second_job}/stat").read_text().rsplit(") ", 1)[1].split()[1])
-    assert "forkserver" in _cmdline(parent)
+    parent = parent_pid(second_job)
+    assert "forkserver" in cmdline(parent)
     run.send_signal(signal.SIGINT)
     out, _ = run.communicate(timeout=30)
     ends = {

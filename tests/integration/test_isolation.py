@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import Server, write_config
+from ..conftest import Server, alive, child_pids, cmdline, write_config
 
 CONFIG = """
     PIPELINES = {
@@ -126,26 +126,6 @@ SILENT = """
 """
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_killed_server_takes_its_silent_jobs_processes_along(tmp_path: Path) -> None:
     """kill -9 of the server's processes (gunicorn's master and worker): a job's process
     that is not talking to its parent ends too, at once, not when it next reports (the
@@ -167,15 +147,13 @@ def test_a_killed_server_takes_its_silent_jobs_processes_along(tmp_path: Path) -
         job = int(pidfile.read_text())
         assert server.proc is not None
         workers = [
-            pid
-            for pid in _children(server.proc.pid)
-            if "multiprocessing" not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            pid for pid in child_pids(server.proc.pid) if "multiprocessing" not in cmdline(pid)
         ]
         for pid in [server.proc.pid, *workers]:
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _alive(job) and time.monotonic() < deadline:
+        while alive(job) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(job), "the job's process outlived the server"
+        assert not alive(job), "the job's process outlived the server"
     finally:
         server.kill()
