@@ -194,13 +194,20 @@ def test_a_file_name_with_control_characters_is_shown_escaped(tmp_path: Path) ->
     names = ["new\nline.xml", "esc\x1b[31mred.xml"]
     for name in names:
         (tmp_path / name).write_text("<a/>")
-    done = xmlflow("run", *names, "--out", "out", cwd=tmp_path)
+    done = xmlflow("run", *names, "--out", "out", cwd=tmp_path)  # into a pipe: plain lines
     assert done.returncode == 0, done.stderr
     assert "\x1b" not in done.stdout
     lines = done.stdout.splitlines()
     assert not any(line.startswith("line.xml") for line in lines), done.stdout
     for shown in ("new\\nline.xml", "esc\\x1b[31mred.xml"):
         assert f"✔ {shown}: 1/2 " in done.stdout  # a finished step's line
+        assert f"✔ {shown}: succeeded, 1 output" in lines  # the summary
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}  # the live display
+    live = xmlflow("run", *names, "--out", "out2", cwd=tmp_path, env=terminal)
+    assert live.returncode == 0, live.stderr
+    assert "esc\x1b[31mred" not in live.stdout and "new\nline" not in live.stdout
+    lines = ANSI.sub("", live.stdout).splitlines()
+    for shown in ("new\\nline.xml", "esc\\x1b[31mred.xml"):
         assert f"✔ {shown}: succeeded, 1 output" in lines  # the summary
         assert any(line.startswith(f"{shown} ") for line in lines)  # the live bar
 

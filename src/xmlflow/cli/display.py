@@ -1,15 +1,18 @@
-"""How ``xmlflow run`` and ``xmlflow submit`` show jobs: a live rich display, or JSON lines.
+"""How ``xmlflow run`` and ``xmlflow submit`` show jobs: a live rich display, its lasting
+lines as plain text where the output is not a terminal, or JSON lines.
 
 Both read the same events the stream sends (docs/api.md, "Events"), whether from the
 local event log (``run``) or a server's SSE stream (``submit``, ``jobs follow``); the
 JSON lines are those events with the job and file they belong to, one object a line:
 ``{"job": id, "file": name, "id": n, "event": type, "data": {...}}``. Only the live
-display loads rich, when it is made: JSON lines start without it.
+display loads rich, when it is made: plain text and JSON lines start without it.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
+PLAIN_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–"}
 NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's
 _POSITION = re.compile(r"^line (\d+), column (\d+): (.*)$", re.DOTALL)
 # What a terminal does not print as it is: C0 and C1 controls, and the line and bidi
@@ -215,19 +219,16 @@ class RichReporter:
         )
 
     def _step(self, job: FileJob, task: TaskID, data: dict[str, Any]) -> None:
-        label = f"{data['index'] + 1}/{data['total']} {escape(data['name'])}"
+        label = escape(printable(step_label(data)))
         if data["status"] == "running":
             self.running[task] = _Running(label)
             self.progress.update(task, description=label, completed=data["index"])
             return
         self.running.pop(task, None)
         self.progress.update(task, completed=data["index"] + 1)
-        elapsed = f" {format_duration(data['elapsed'])}" if data.get("elapsed") is not None else ""
         icon = ICONS.get(data["status"], "?")
         self.progress.console.print(
-            f"{icon} {escape(printable(job.source.name))}: {label} {data['status']}{elapsed}",
-            overflow="ellipsis",
-            no_wrap=True,
+            f"{icon} {escape(step_ended(job, data))}", overflow="ellipsis", no_wrap=True
         )
         if data.get("error"):
             self.progress.console.print(
@@ -238,16 +239,120 @@ class RichReporter:
         self.progress.stop()
         for job in jobs:
             icon = ICONS.get(job.status or "", "[yellow]■[/]")
-            outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
-            status = job.status or "not ended"
-            source = printable(str(job.source))
-            self.console.print(f"{icon} {escape(source)}: {status}{outputs}")
+            self.console.print(f"{icon} {escape(job_ended(job))}")
             if job.error:
+                source = printable(str(job.source))
                 self.console.print(f"  [red]{escape(located_error(source, job.error))}[/]")
             for path in job.outputs:
                 self.console.print(f"    → {escape(printable(path))}")
         if len(jobs) > 1:
             self.console.print(summary(jobs))
+
+
+class PlainReporter:
+    """The live display's lasting lines as plain text, for a pipe or a log file.
+
+    Where the output is not a terminal (``xmlflow run … > run.log``, CI), a display
+    redrawn ten times a second has nobody to show it to: rich would leave its last
+    frame of bars in the file. This writes what the display prints and keeps: a line
+    per finished step, errors at ``file:line:col``, each file's outcome, its outputs and
+    the summary. Lines are whole (a log is not 80 columns wide) unless ``COLUMNS`` is
+    set: then a step's line is cut to it, as the display cuts it, and the others are
+    folded, since they hold errors and paths. A step still running says where it is
+    every ``every`` seconds (10), so a long conversion shows it lives. It does not load
+    rich, which is a tenth of a short run's start-up.
+    """
+
+    EVERY = 10.0  # seconds between the lines of a running step
+
+    def __init__(self, out: IO[str], every: float = EVERY) -> None:
+        self.out = out
+        self.every = every
+        self.running: dict[str, _Running] = {}
+        self.said: dict[str, float] = {}
+        columns = os.environ.get("COLUMNS", "")
+        self.width = max(int(columns), 20) if columns.isdigit() else None
+
+    def _line(self, text: str, cut: bool = False) -> None:
+        width = self.width
+        if width is not None and len(text) > width:
+            if cut:
+                text = text[: width - 1] + "…"
+            else:
+                text = textwrap.fill(text, width, break_on_hyphens=False)
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def start(self, jobs: Sequence[FileJob], steps: int) -> None:
+        pass
+
+    def event(self, job: FileJob, event: Event) -> None:
+        data = event.data
+        if event.type is EventType.STEP:
+            self.running.pop(job.job_id, None)
+            if data["status"] == "running":
+                self.running[job.job_id] = _Running(step_label(data))
+                self.said[job.job_id] = time.monotonic()
+                return
+            self._line(f"{PLAIN_ICONS.get(data['status'], '?')} {step_ended(job, data)}", cut=True)
+            if data.get("error"):
+                self._line(f"  {located_error(printable(str(job.source)), data['error'])}")
+        elif event.type is EventType.PROGRESS:
+            running = self.running.get(job.job_id)
+            size = int(data.get("total") or job.size)
+            if running is None or not size:
+                return
+            fraction = float(data.get("fraction") or 0)
+            if data.get("done") is not None:
+                fraction = min(int(data["done"]) / size, 1.0)
+            moved, seconds = running.seen(fraction)
+            if time.monotonic() - self.said[job.job_id] >= self.every:
+                self.said[job.job_id] = time.monotonic()
+                where = reading_rate(size, fraction, moved, seconds)
+                self._line(f"  {printable(job.source.name)}: {running.label} {where}", cut=True)
+
+    def finish(self, jobs: Sequence[FileJob]) -> None:
+        for job in jobs:
+            self._line(f"{PLAIN_ICONS.get(job.status or '', '■')} {job_ended(job)}")
+            if job.error:
+                self._line(f"  {located_error(printable(str(job.source)), job.error)}")
+            for path in job.outputs:
+                self._line(f"    → {printable(path)}")
+        if len(jobs) > 1:
+            self._line(summary(jobs))
+
+
+def is_terminal(out: IO[str]) -> bool:
+    """Whether ``out`` is a terminal, by rich's rule (without loading rich): the
+    ``TTY_COMPATIBLE`` and ``FORCE_COLOR`` conventions first, then ``isatty()``."""
+    tty_compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if tty_compatible in ("0", "1"):
+        return tty_compatible == "1"
+    force_color = os.environ.get("FORCE_COLOR")
+    if force_color is not None:
+        return force_color != ""
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def step_label(data: dict[str, Any]) -> str:
+    """``2/3 Convert``: a step by its place in the pipeline and its name."""
+    return f"{data['index'] + 1}/{data['total']} {data['name']}"
+
+
+def step_ended(job: FileJob, data: dict[str, Any]) -> str:
+    """``a.xml: 1/2 Convert succeeded 10 ms``."""
+    elapsed = f" {format_duration(data['elapsed'])}" if data.get("elapsed") is not None else ""
+    name = printable(job.source.name)
+    return f"{name}: {printable(step_label(data))} {data['status']}{elapsed}"
+
+
+def job_ended(job: FileJob) -> str:
+    """``/data/a.xml: succeeded, 1 output``."""
+    outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
+    return f"{printable(str(job.source))}: {job.status or 'not ended'}{outputs}"
 
 
 def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> str:

@@ -152,8 +152,17 @@ def run(
 
     Exits 0 only when every file's job succeeded.
     """
-    from ..settings import BadSetting, load_settings
-    from .localrun import LocalRun
+    import gc
+
+    # The collector would run dozens of times over what these imports create, all of
+    # which lives as long as the run (a tenth of their cost)
+    gc.disable()
+    try:
+        from ..settings import BadSetting, load_settings
+        from . import exit_without_teardown
+        from .localrun import LocalRun
+    finally:
+        gc.enable()
 
     options = _options(option_texts)
     _quiet_logs()
@@ -172,6 +181,7 @@ def run(
         sys.exit(128 + exc.signum)
     except KeyboardInterrupt:
         sys.exit(130)
+    exit_without_teardown()  # every job, thread and process of the run has ended
     sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
 
 
@@ -204,16 +214,19 @@ def _options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
 
 
 def _reporter(as_json: bool) -> Reporter:
-    """JSON lines, or the live display on stdout (as wide as the terminal: 80 if unknown).
+    """JSON lines; the live display on a terminal (as wide as it is: 80 if unknown); or,
+    into a pipe or a file, the display's lasting lines as plain text.
 
-    JSON lines never load rich. The display colours what it means to (icons, errors),
+    Only the live display loads rich. It colours what it means to (icons, errors),
     not every number and path on its lines: rich's guessing (its highlighter) costs a
     run ~30 ms of regular expressions before its first line.
     """
-    from .display import JsonLinesReporter
+    from .display import JsonLinesReporter, PlainReporter, is_terminal
 
     if as_json:
         return JsonLinesReporter(sys.stdout)
+    if not is_terminal(sys.stdout):
+        return PlainReporter(sys.stdout)
     from rich.console import Console
 
     from .display import RichReporter

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import os
 import queue
 import shutil
@@ -95,6 +96,9 @@ class LocalRun:
         self._inputs = {identity for f in files if (identity := _identity(f))}
         for spec in self.settings.pipeline(self.pipeline):  # loaded once, here: every job's
             check_step(spec, self.settings.steps_dir, self.settings.config_dir)  # fork has it
+        # Everything this run needs is loaded: what the collector would scan from now
+        # on (and touch in each fork's copy of every page) never becomes garbage.
+        gc.freeze()
         zygote.start()  # now, while this process has one thread: see xmlflow.zygote
         with contextlib.ExitStack() as stack:
             stack.callback(zygote.stop)
