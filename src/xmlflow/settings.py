@@ -159,13 +159,16 @@ def load_settings(
             try:
                 values[name] = convert(raw)
             except ValueError:
-                raise BadSetting(f"{var}={raw!r} is not a valid {convert.__name__}") from None
+                kind = "a whole number" if convert is int else "a number"
+                allowed = f": it must be {_RANGES[var][1]}" if var in _RANGES else ""
+                raise BadSetting(f"{var}={raw!r} is not {kind}{allowed}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("config_path") is None:
         local = (cwd or Path.cwd()) / "config.py"
         values["config_path"] = local if local.is_file() else None
     settings = Settings(**values)
     _check_numbers(settings)
+    _check_redis_url(settings.redis_url)
     _check_webhook(settings)
     if settings.config_path is not None:
         settings = settings.replace(config_path=settings.config_path.resolve())
@@ -205,6 +208,39 @@ def _check_numbers(s: Settings) -> None:
         value = getattr(s, _ENV[var][0])
         if value is not None and not ok(value):
             raise BadSetting(f"{var} is {value:g}, out of range: it must be {allowed}")
+
+
+REDIS_URL_FORMS = "redis://[:password@]host[:port][/db], rediss://... or unix:///path"
+
+
+def _check_redis_url(url: str | None) -> None:
+    """A Redis URL redis-py would refuse at the first connection (in a web worker's or
+    ``xmlflow worker``'s traceback) is refused here. The value is never shown: it may
+    hold a password."""
+    problem = _redis_url_problem(url) if url is not None else None
+    if problem:
+        raise BadSetting(
+            f"XMLFLOW_REDIS_URL is not a Redis URL ({problem}): it must be {REDIS_URL_FORMS}"
+        )
+
+
+def _redis_url_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "its host cannot be read"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return "its port is not a number"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+    if parts.scheme == "unix":
+        return None if parts.path else "no socket path"
+    db = parts.path.strip("/")
+    return "its database is not a number" if db and not db.isdigit() else None
 
 
 def _check_webhook(s: Settings) -> None:

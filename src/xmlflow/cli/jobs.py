@@ -41,7 +41,8 @@ Exit status:
   1    a job did not succeed, or a request failed: the server is down or
        is not xmlflow, no token or a wrong one, no such job, queue full...
   2    a usage error, as click's: a bad command line or XMLFLOW_* setting
-       (run), or a pipeline or option the server refused (its 400 or 422)
+       (run, serve, worker, steps), or a pipeline or option the server
+       refused (its 400 or 422)
   130  Ctrl-C (following stops; the jobs go on)"""
 
 
@@ -256,7 +257,9 @@ class Failed(click.ClickException):
         self.where = ctx.command_path if ctx else "xmlflow"
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"{self.where}: error: {self.format_message()}", err=True)
+        from .display import printable  # a file's name in it, the user's or the server's
+
+        click.echo(f"{self.where}: error: {printable(self.format_message())}", err=True)
 
 
 def _api_errors(f: F) -> F:
@@ -403,18 +406,28 @@ def list_jobs(client: ApiClient, /, as_json: bool, **filters: Any) -> None:
     if as_json:
         click.echo(_json(page))
         return
-    row = "{:<32}  {:<11} {:<14} {:>9}  {}"
-    room = _file_column_room(len(row.format("", "", "", "", "")))
+    room = _file_column_room(len(_ROW.format("", "", "", "", "")))
     if page["jobs"]:
-        click.echo(row.format("JOB", "STATUS", "PIPELINE", "ELAPSED", "FILE"))
+        click.echo(_ROW.format("JOB", "STATUS", "PIPELINE", "ELAPSED", "FILE"))
     for job in page["jobs"]:
-        elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
-        name = job["filename"]
-        if room is not None and len(name) > room:
-            name = name[: room - 1] + "…"
-        click.echo(row.format(job["id"], job["status"], job["pipeline"], elapsed, name))
+        click.echo(job_row(job, room))
     shown = f"{page['offset'] + 1}-{page['offset'] + len(page['jobs'])}" if page["jobs"] else "0"
     click.echo(f"{shown} of {plural(page['total'], 'job')}", err=True)
+
+
+_ROW = "{:<32}  {:<11} {:<14} {:>9}  {}"
+
+
+def job_row(job: dict[str, Any], room: int | None) -> str:
+    """A job's row in ``jobs list``; its file name escaped (:func:`.display.printable`),
+    then cut to ``room`` characters when given."""
+    from .display import printable
+
+    elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
+    name = printable(job["filename"])
+    if room is not None and len(name) > room:
+        name = name[: room - 1] + "…"
+    return _ROW.format(job["id"], job["status"], printable(job["pipeline"]), elapsed, name)
 
 
 def _file_column_room(used: int) -> int | None:
@@ -438,14 +451,16 @@ def show(client: ApiClient, job_id: str, as_json: bool) -> None:
 
 
 def describe_job(job: dict[str, Any]) -> list[str]:
-    """``jobs show``: the job, a line per step (with its duration), its outputs."""
-    from .display import located_error
+    """``jobs show``: the job, a line per step (with its duration), its outputs; every
+    name and message the server sent escaped (:func:`.display.printable`), one line each."""
+    from .display import located_error, printable
 
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["created_at"]))
     elapsed = format_duration(job["elapsed"]) if job["elapsed"] is not None else "-"
+    source = printable(job["filename"])
     lines = [
         f"job {job['id']}: {job['status']}",
-        f"  file: {job['filename']} ({plural(job['size'], 'byte')}), pipeline: {job['pipeline']}",
+        f"  file: {source} ({plural(job['size'], 'byte')}), pipeline: {job['pipeline']}",
         f"  created: {created}, elapsed: {elapsed}",
     ]
     for i, step in enumerate(job["steps"], 1):
@@ -453,13 +468,13 @@ def describe_job(job: dict[str, Any]) -> list[str]:
         icon = STEP_ICONS.get(step["status"], "?")
         lines.append(f"  {i}. {icon} {step['name']} ({step['id']}) {step['status']}{took}")
         if step.get("error"):
-            lines.append(f"     {located_error(job['filename'], step['error'])}")
+            lines.append(f"     {located_error(source, step['error'])}")
     if job["error"]:
-        lines.append(f"  {located_error(job['filename'], job['error'])}")
+        lines.append(f"  {located_error(source, job['error'])}")
     lines += [
         f"  output: {o['name']} ({plural(o['size'], 'byte')}) {o['url']}" for o in job["outputs"]
     ]
-    return lines
+    return [printable(line) for line in lines]
 
 
 @jobs.command()
@@ -486,8 +501,10 @@ def cancel(client: ApiClient, job_id: str) -> None:
 @_server_options
 def download(client: ApiClient, job_id: str, out_dir: Path, as_zip: bool) -> None:
     """Save a succeeded job's outputs; prints each file saved."""
+    from .display import printable
+
     for path in client.download(job_id, out_dir, as_zip=as_zip):
-        click.echo(str(path))
+        click.echo(printable(str(path)))
 
 
 @jobs.command(epilog=EXIT_STATUS)
@@ -580,7 +597,7 @@ def _upload(
     """
     room = client.upload_room()
     weights = [_documents(path, room.per_upload) for path in files]
-    _check_queue_room(len(files), room)
+    _check_queue_room(sum(weights), len(files), room)
     size = room.per_upload or sum(weights)
     sent = _Sent([], 0)
     try:
@@ -639,23 +656,27 @@ def _batch_end(weights: Sequence[int], start: int, size: int) -> int:
     return end
 
 
-def _check_queue_room(count: int, room: UploadRoom) -> None:
-    """Refuse, before any file is sent, more files than the server's queue has room for:
-    the server refuses such an upload whole, and so does this command."""
+def _check_queue_room(jobs: int, files: int, room: UploadRoom) -> None:
+    """Refuse, before any file is sent, more jobs than the server's queue has room for
+    (``jobs``: what the ``files`` make, a zip counting its XML members): the server
+    refuses such an upload whole, and so does this command."""
     if room.queued is None or room.max_queued is None:
         return
     free = max(0, room.max_queued - room.queued)
-    if count <= free:
+    if jobs <= free:
         return
-    files = plural(count, "file")
-    if count > room.max_queued:
+    made, them = plural(files, "file"), "them"
+    if jobs != files:  # a zip is a job per XML member
+        made += f" {'make' if files > 1 else 'makes'} {plural(jobs, 'job')}"
+        them = "files that make"
+    if jobs > room.max_queued:
         raise ApiError(
-            f"{files}, but at most {room.max_queued} jobs can wait on this server "
-            f"(XMLFLOW_MAX_QUEUED): nothing was sent; submit them {room.max_queued} or "
+            f"{made}, but at most {room.max_queued} jobs can wait on this server "
+            f"(XMLFLOW_MAX_QUEUED): nothing was sent; submit {them} {room.max_queued} or "
             "fewer at a time"
         )
     raise ApiError(
-        f"{files}, but the server's queue has room for {plural(free, 'job')} now "
+        f"{made}, but the server's queue has room for {plural(free, 'job')} now "
         f"({room.queued} waiting, XMLFLOW_MAX_QUEUED={room.max_queued}): nothing was "
         "sent; try again when it has drained",
         status=503,

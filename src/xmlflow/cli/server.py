@@ -76,7 +76,19 @@ def serve(ctx: click.Context, host: str, port: int, web_workers: int, dev: bool)
             run_gunicorn(host, port, web_workers, log_level=ctx.find_root().params["log_level"])
         _serve_werkzeug(host, port)
     except XmlflowError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise refusal(exc) from None
+
+
+def refusal(exc: XmlflowError) -> click.ClickException:
+    """Why the service cannot start, as the command's error: an ``XMLFLOW_*`` value that
+    is not a number, out of its range or malformed is a usage error (exit 2, one line,
+    as ``xmlflow run`` says it); anything else (a broken config.py, Redis extra missing)
+    click's ``Error:``, exit 1."""
+    from ..settings import BadSetting
+
+    if isinstance(exc, BadSetting):
+        return click.UsageError(exc.message)
+    return click.ClickException(exc.message)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -141,7 +153,7 @@ def worker(burst: bool, name: str | None) -> None:
     try:
         run_rq_worker(load_settings(), burst=burst, name=name)
     except XmlflowError as exc:
-        raise click.ClickException(exc.message) from exc
+        raise refusal(exc) from None
 
 
 @click.command()
@@ -155,11 +167,13 @@ def worker(burst: bool, name: str | None) -> None:
 def steps(config_path: Path | None) -> None:
     """List the configured pipelines and check that every step loads."""
     from ..pipeline import check_step, step_file
-    from ..settings import load_settings
+    from ..settings import BadSetting, load_settings
 
     try:
         settings = load_settings(config_path=config_path)
-    except XmlflowError as exc:
+    except BadSetting as exc:
+        raise click.UsageError(exc.message) from None
+    except XmlflowError as exc:  # a broken config.py: said as each step's state is
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
     click.echo(f"config: {settings.config_path or 'built-in default'}")
