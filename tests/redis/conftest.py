@@ -61,10 +61,12 @@ REDIS_STEPS = {
 
 @dataclass
 class RedisServer:
-    """``redis-server`` on a free port, appending to an AOF in ``folder`` so restarts keep data."""
+    """``redis-server`` on a free port, appending to an AOF in ``folder`` so restarts keep data
+    (unless not ``persistent``: then a restart loses every key)."""
 
     folder: Path
     port: int = field(default_factory=free_port)
+    persistent: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,7 +86,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "yes",
+            "yes" if self.persistent else "no",
             "--appendfsync",
             "always",
         ]

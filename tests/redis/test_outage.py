@@ -168,7 +168,10 @@ def test_a_worker_started_while_redis_is_down_waits_for_it(outage_cluster: Clust
     cluster.redis.stop()
     try:
         worker = cluster.worker()
-        time.sleep(3)
+        deadline = time.monotonic() + 15  # its first attempt gives up after ~2.5 s of retries
+        while "cannot reach Redis" not in worker.log_path.read_text():
+            assert time.monotonic() < deadline, worker.log_path.read_text()
+            time.sleep(0.2)
         assert_alive(worker)
     finally:
         cluster.redis.start()

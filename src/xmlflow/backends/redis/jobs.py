@@ -76,7 +76,8 @@ class RQExecutor:
     def capacity(self) -> Capacity:
         """The ``xmlflow worker`` processes on the queue whose RQ record is alive, and the
         queue's length. A worker that stopped says so to RQ at once; one that was killed
-        counts until its record expires (RQ's worker TTL, 8 minutes)."""
+        counts until its record expires (``worker.WORKER_TTL``, 20 s), and a live one
+        registers again at its next heartbeat if Redis lost it (``worker.XmlflowWorker``)."""
         keys = Worker.all_keys(queue=self.queue)
         with self.queue.connection.pipeline(transaction=False) as pipe:
             for key in keys:

@@ -18,9 +18,14 @@ import os
 import secrets
 import socket
 import time
+from typing import Any
 
 import redis
-from rq import Queue, Worker
+from redis.client import Pipeline
+from rq import Queue, Worker, worker_registration
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 from ...service import Service
 from ...settings import Settings, load_settings
@@ -70,6 +75,73 @@ def worker_name() -> str:
     return f"xmlflow-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+HEARTBEAT_INTERVAL = 5  # seconds between a worker's heartbeats, idle or running a job
+WORKER_TTL = 20  # a worker whose heartbeats stop (killed, frozen) stops counting after this
+
+
+class XmlflowWorker(Worker):
+    """RQ's worker, with a heartbeat that ``/api/health``'s count of workers can trust.
+
+    RQ registers a worker (its record, and its name in the queue's set of workers) once,
+    at birth; a heartbeat only pushes back the record's expiry, by RQ's worker TTL + 60 s
+    (8 minutes), and an idle worker beats every 405 s. So after ``FLUSHALL`` or a
+    restart of a Redis that keeps nothing, live workers took jobs but counted 0, and a
+    worker killed with ``kill -9`` counted for minutes. Here a worker beats every
+    ``HEARTBEAT_INTERVAL``: its wait for a job lasts that long, and while a job runs RQ's
+    monitor of the horse beats as often (it wakes from its wait for the horse to do it);
+    each beat registers the worker again, writes its record back whole if Redis lost it,
+    and keeps it ``WORKER_TTL`` seconds.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("worker_ttl", WORKER_TTL)
+        kwargs.setdefault("job_monitoring_interval", HEARTBEAT_INTERVAL)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return HEARTBEAT_INTERVAL
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        """RQ's heartbeat, with ``WORKER_TTL`` whatever RQ asks, and the registration.
+
+        Given a pipeline (RQ's beat during a job, or with its check for ``rq suspend``), the
+        caller runs it; RQ's beat during a job writes the record back itself if it was lost.
+        Alone (the beats around the wait for a job), this writes it back.
+        """
+        if pipeline is not None:
+            super().heartbeat(WORKER_TTL, pipeline=pipeline)
+            worker_registration.register(self, pipeline)
+            return
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(WORKER_TTL, pipeline=pipe)
+            worker_registration.register(self, pipe)
+            pipe.hexists(self.key, "birth")
+            if not pipe.execute()[-1]:  # only what the beats wrote: Redis had lost the record
+                log.warning("worker %s: Redis had lost its record; registered again", self.name)
+                pipe.hset(self.key, mapping={**self.serialize(), "state": self.get_state()})
+                pipe.execute()
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry
+    ) -> None:
+        """RQ's end of a job, unless Redis lost RQ's record of it while it ran (``FLUSHALL``,
+        a restart of a Redis that keeps nothing): RQ raised ``InvalidJobOperation`` then,
+        logged an ERROR and filed a rebuilt record as failed. xmlflow's own record of the
+        job settles it (its run was fenced); RQ has nothing left to settle, so the leftovers
+        of its heartbeats go."""
+        try:
+            super().handle_job_success(job, queue, started_job_registry)
+        except InvalidJobOperation:
+            if self.connection.hexists(job.key, "status"):
+                raise
+            log.warning("RQ job %s: its record was lost from Redis while it ran", job.id)
+            with self.connection.pipeline() as pipe:
+                pipe.delete(job.key)  # only the last heartbeat's field
+                self.cleanup_execution(job, pipeline=pipe)
+                pipe.execute()
+
+
 RESTART_PAUSE = (1.0, 30.0)  # seconds before a worker that lost Redis starts again: first, most
 
 
@@ -85,7 +157,7 @@ def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = N
     pause = RESTART_PAUSE[0]
     while True:
         try:  # RQ names its connection here: Redis may be away from the very start
-            worker = Worker(
+            worker = XmlflowWorker(
                 [Queue(QUEUE_NAME, connection=client)],
                 connection=client,
                 name=name or worker_name(),
