@@ -9,6 +9,8 @@
     data/jobs/<id>/out/          outputs of the run that succeeded, moved here from its
                                  attempt folder; kept until the retention period ends
 
+A job that ended keeps its outputs and nothing else: one that kept none keeps no folder.
+
 and the URL an output is downloaded from (:func:`output_url`). The service, the run,
 the job process, the Redis lost-job monitor, start-up recovery and ``xmlflow run`` all
 go through :class:`JobFiles`: a job's layout changes here or nowhere.
@@ -17,6 +19,7 @@ go through :class:`JobFiles`: a job's layout changes here or nowhere.
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -38,6 +41,15 @@ def output_url(job_id: str, name: str) -> str:
     """The download path of an output, percent-encoded once: a name may hold ``#``, ``%``,
     spaces or any Unicode, and every client (browser, curl, httpx) must get it back intact."""
     return f"/api/jobs/{quote(job_id, safe='')}/outputs/{quote(name, safe='')}"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the data folder has no room: ``ENOSPC`` (or a quota) from a
+    write, or SQLite's ``SQLITE_FULL`` ("database or disk is full"), known by its name so
+    that only the SQLite backend imports sqlite3."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL"
 
 
 def make_folders(data_dir: Path) -> None:
@@ -100,12 +112,23 @@ class JobFiles:
 
     def discard_inputs(self, *, outputs: bool = False) -> None:
         """What an ended job no longer needs: its source, scratch and runs' folders (and
-        its published outputs too when ``outputs``: a job that ended without them)."""
+        its published outputs too when ``outputs``: a job that ended without them); and
+        its folder, when nothing is left in it."""
         with contextlib.suppress(FileNotFoundError):
             self.source.unlink()
         folders = [self.work, *([self.out] if outputs else []), *self.dir.glob("attempt-*")]
         for folder in folders:
             shutil.rmtree(folder, ignore_errors=True)
+        self.drop_if_empty()
+
+    def drop_if_empty(self) -> bool:
+        """Remove the job's folder if it holds nothing (an ended job that kept no
+        outputs); a folder something is in, or that is gone, stays as it is."""
+        try:
+            self.dir.rmdir()
+        except OSError:  # not empty (outputs, a later run's folder), or already gone
+            return False
+        return True
 
     def remove(self) -> None:
         """The whole folder: the job is forgotten."""

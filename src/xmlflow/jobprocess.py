@@ -81,6 +81,13 @@ def kill_children() -> None:
             child.kill()
 
 
+def stopping(within: float = 0.0) -> bool:
+    """Whether this process is stopping (:func:`kill_children` was called), waiting up to
+    ``within`` seconds for it: the pause of a runner waiting for something that may never
+    come back (room on a full disk) while the server is going away."""
+    return _stopping.wait(within)
+
+
 def _mp_context(method: str) -> Any:
     global _context
     if method == "fork":

@@ -31,15 +31,27 @@ from typing import Any
 
 from .backends.base import Guard, JobStore, Lost, unguarded
 from .errors import BackendUnavailable
-from .jobfiles import JobFiles, output_url
-from .jobprocess import run_isolated
-from .models import Event, EventData, EventType, Job, JobStatus, Superseded, end_event, fence
+from .jobfiles import JobFiles, is_disk_full, output_url
+from .jobprocess import run_isolated, stopping
+from .models import (
+    NO_SPACE,
+    Event,
+    EventData,
+    EventType,
+    Job,
+    JobStatus,
+    Superseded,
+    end_event,
+    fence,
+)
 from .pipeline import RunPlan, RunResult
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 CANCEL_CHECK_INTERVAL = 0.2  # seconds between looks at the store's cancel flag
 OFFERS_OUTPUTS = (JobStatus.SUCCEEDED, JobStatus.FAILED)  # a failed job keeps its complete files
+END_RETRY = (0.1, 2.0)  # seconds: first and longest wait between tries to record an end
+EVENTS_NOT_RECORDED = f"{NO_SPACE}: the job's progress could not be recorded"
 
 # EventLog.append, as the service observes it.
 Append = Callable[..., Event]
@@ -73,6 +85,7 @@ class JobRunner:
             log.info("job %s: attempt %d superseded, stopped: %s", job_id, job.attempt, exc)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+            files.drop_if_empty()  # (a superseded run's job may have ended meanwhile)
 
     def _run(self, job: Job, files: JobFiles, lost: Lost, start_method: str) -> RunResult:
         def emit(type: EventType, data: dict[str, Any]) -> None:
@@ -88,8 +101,11 @@ class JobRunner:
             )
         except Superseded:
             raise
-        except Exception as exc:  # a bug in the runner itself: still end the job
-            log.exception("job %s: the runner failed", job.id)
+        except Exception as exc:
+            if is_disk_full(exc):  # the store could not write the job's events
+                log.warning("job %s: stopped, its events cannot be recorded: %s", job.id, exc)
+                return RunResult(JobStatus.FAILED, EVENTS_NOT_RECORDED)
+            log.exception("job %s: the runner failed", job.id)  # a bug: still end the job
             return RunResult(JobStatus.FAILED, f"internal error: {exc!r}")
 
     def _plan(self, job: Job, files: JobFiles) -> RunPlan:
@@ -118,22 +134,44 @@ class JobRunner:
         )
 
     def _finish(self, job: Job, files: JobFiles, result: RunResult, lost: Lost) -> None:
-        """Drop the source, publish a success's outputs, append ``end``: each only while this
-        run is still the job's current one, so a client that sees ``end`` finds the files
-        final."""
+        """Drop the source, publish the outputs, drop the rest of the run's files (and the
+        job's folder when it kept no outputs), append ``end``: each only while this run is
+        still the job's current one, so a client that sees ``end`` finds the files final.
+        Files go first: on a full disk the room they free is what ``end`` is written with."""
         self._still_current(job, lost)
         files.source.unlink(missing_ok=True)
+        run_dir = files.attempt(job.attempt)
         published = (
             result.status in OFFERS_OUTPUTS
             and bool(result.outputs)
-            and _publish(files.attempt(job.attempt) / "out", files.out)
+            and _publish(run_dir / "out", files.out)
         )
+        shutil.rmtree(run_dir, ignore_errors=True)
+        files.drop_if_empty()
         try:
-            self.append(job.id, *result_end(job.id, result), attempt=job.attempt)
+            self._record_end(job, result_end(job.id, result))
         except Superseded:
             if published:  # replaced between the check and the end: take them back
                 shutil.rmtree(files.out, ignore_errors=True)
             raise
+
+    def _record_end(self, job: Job, end: EventData) -> None:
+        """Append ``end``, trying again while the disk is full: a job must not stay
+        ``running`` for want of room to say it ended. A server that stops meanwhile
+        leaves it to the next start's recovery (which ends it ``interrupted``)."""
+        wait, longest = END_RETRY
+        while True:
+            try:
+                self.append(job.id, *end, attempt=job.attempt)
+                return
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                if wait == END_RETRY[0]:
+                    log.warning("job %s: no room to record its end (%s); trying again", job.id, exc)
+                if stopping(within=wait):
+                    raise
+                wait = min(wait * 2, longest)
 
     def _still_current(self, job: Job, lost: Lost) -> None:
         """Raise :class:`Superseded` unless this run still holds its lease and is the job's."""

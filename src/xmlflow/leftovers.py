@@ -18,6 +18,8 @@ live process:
   the moment that was read (a later attempt of the job makes newer ones);
 - a job folder without a job record when it is older than :data:`STALE_AFTER` (a
   submission writes the record within a Redis timeout of making the folder).
+
+And an ended job's folder left empty (by a version that kept them) goes too.
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def _job_leftovers(files: JobFiles, store: JobStore, cutoff: float) -> int:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    return len(stale)
+    # an ended job that kept no outputs keeps no folder (older versions left it empty)
+    dropped = job.status.finished and files.drop_if_empty()
+    return len(stale) + dropped
 
 
 def _mtime(path: Path) -> float:

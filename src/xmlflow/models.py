@@ -234,6 +234,7 @@ INTERRUPTED = "the server stopped while this job was running; upload the file ag
 LOST = "the worker running this job was lost (killed or crashed); upload the file again"
 CANCELLED_BY_REQUEST = "cancelled by request"
 OUT_OF_MEMORY = "out of memory (XMLFLOW_JOB_MEMORY_MB)"  # a step's MemoryError
+NO_SPACE = "no space left in the data folder"  # a job's write (or its events') met a full disk
 
 EventData = tuple[EventType, dict[str, Any]]
 

@@ -37,8 +37,10 @@ from .errors import (
     StepTimeout,
 )
 from .inputs import Limits, use_limits
+from .jobfiles import is_disk_full
 from .models import (
     CANCELLED_BY_REQUEST,
+    NO_SPACE,
     OUT_OF_MEMORY,
     EventType,
     JobStatus,
@@ -264,7 +266,10 @@ class JobRun:
             return JobStatus.CANCELLED, CANCELLED_BY_REQUEST, current
         except Exception as exc:
             message = describe_failure(spec, exc)
-            self._keep_outputs(ctx)  # complete files only, e.g. validate's list of violations
+            if is_disk_full(exc):
+                self._free_space()  # before the failure is recorded, which needs room too
+            else:
+                self._keep_outputs(ctx)  # complete files only, e.g. validate's violations
             self._step_event(index, spec, StepStatus.FAILED, started, message)
             return JobStatus.FAILED, message, current
         self._keep_outputs(ctx)
@@ -274,6 +279,12 @@ class JobRun:
     def _keep_outputs(self, ctx: StepContext) -> None:
         for output in ctx.outputs:
             self.outputs[output.name] = output
+
+    def _free_space(self) -> None:
+        """A step met a full disk: the job keeps nothing, and frees its room at once."""
+        self.outputs.clear()
+        for folder in (self.plan.outdir, self.plan.workdir):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _context(
         self, index: int, spec: StepSpec, current: Path, deadline: float | None
@@ -334,6 +345,9 @@ def describe_failure(spec: StepSpec, exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, MemoryError):  # the job process's cap, or the machine's
         return OUT_OF_MEMORY
+    if is_disk_full(exc):  # a write's error names its file when open_output knows it
+        name = getattr(exc, "filename", None)
+        return f"{NO_SPACE} while writing {Path(name).name}" if isinstance(name, str) else NO_SPACE
     log.error("step %r raised an unexpected error", spec.id, exc_info=exc)
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 

@@ -301,9 +301,11 @@ class StepContext:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = final.name  # a failed write names no file: say which output
             raise
         self.add_output(final)
 

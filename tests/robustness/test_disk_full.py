@@ -50,7 +50,7 @@ def test_disk_full_fails_the_job_and_offers_nothing(tmp_path: Path, small_disk: 
         (job,) = server.upload(("a.xml", b"<a/>"), pipeline="fill")
         end = server.events(job["id"])[-1].data
         assert end["status"] == "failed"
-        assert "No space left on device" in end["error"]
+        assert end["error"] == "no space left in the data folder while writing a.big"
         assert end["outputs"] == []
         job_dir = server.data_dir / "jobs" / job["id"]
         leftovers = list(job_dir.rglob("*")) if job_dir.exists() else []
