@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from ...settings import Settings
 from ..base import Backend, Events, TakeOver
-from .fanout import BLOCK_MS, Follower
+from .fanout import READER_TIMEOUT, Follower
 from .jobs import LostJobMonitor, RQExecutor, lease_kept
 from .store import RedisStore
 
@@ -27,22 +27,34 @@ __all__ = ["RedisStore", "lease_kept", "open_redis_backend"]
 
 POOL_SIZE = 100  # Redis connections per process; more requests than this wait their turn
 POOL_WAIT = 20.0  # seconds a request waits for a free connection before it gets a 503
+# Seconds a command waits for Redis's answer. None of ours blocks on purpose (the
+# follower's XREAD BLOCK has a connection of its own), so a command this slow means
+# Redis is frozen or drowning: the request gets its 503 now, and whoever must ride an
+# outage out (appends, leases, the monitor, streams) tries again on its own.
+COMMAND_TIMEOUT = 5.0
 
 
-def connect(url: str, **options: Any) -> redis.Redis:
+def connect(url: str, *, socket_timeout: float = COMMAND_TIMEOUT, **options: Any) -> redis.Redis:
     """A client that rides out short outages (a Redis restart) by reconnecting.
 
-    Its pool *blocks* when all connections are in use: redis-py's default pool raises
-    "Too many connections" past 100, which 2,000 streams opening at once (each
-    reads its job) reach at once under gevent.
+    A refused or reset connection is tried again, with backoff, for about 2.5 s; a
+    command that times out is not: against a frozen Redis (SIGSTOP, a stalled VM) each
+    try would wait ``socket_timeout`` again, and five of 30 s held an upload for three
+    minutes. Its pool *blocks* when all connections are in use: redis-py's default
+    pool raises "Too many connections" past 100, which 2,000 streams opening at once
+    (each reads its job) reach at once under gevent.
     """
+    reconnect = Retry(
+        ExponentialBackoff(cap=1.0, base=0.05), retries=5, supported_errors=(redis.ConnectionError,)
+    )
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=POOL_SIZE,
         timeout=POOL_WAIT,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        retry=reconnect,
+        retry_on_error=[redis.ConnectionError],
         socket_connect_timeout=5,
+        socket_timeout=socket_timeout,
         socket_keepalive=True,
         health_check_interval=30,
         **options,
@@ -61,7 +73,7 @@ def open_follower(url: str, client: redis.Redis, store: RedisStore) -> Follower:
             url,
             single_connection_client=True,
             socket_connect_timeout=5,
-            socket_timeout=BLOCK_MS / 1000 + 10,
+            socket_timeout=READER_TIMEOUT,
             socket_keepalive=True,
         ),
         client,
@@ -72,7 +84,7 @@ def open_follower(url: str, client: redis.Redis, store: RedisStore) -> Follower:
 def open_redis_backend(settings: Settings) -> Backend:
     assert settings.redis_url
     url = settings.redis_url
-    client = connect(url, socket_timeout=30)
+    client = connect(url)
     retention = settings.retention_hours * 3600
     store = RedisStore(
         client,

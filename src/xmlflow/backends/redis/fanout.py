@@ -50,6 +50,9 @@ from .store import REDIS_DOWN, to_event
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 5_000  # an XREAD returns at least this often, even if nothing is unblocking it
+# The reader's socket timeout: longer than its XREAD BLOCK, which answers within BLOCK_MS,
+# so that only a Redis that stopped answering (frozen, gone) times it out.
+READER_TIMEOUT = BLOCK_MS / 1000 + 10
 BATCH = 1_000  # entries per stream per XREAD
 TICKS = 4  # ticker wake-ups per (shortest) keepalive period
 

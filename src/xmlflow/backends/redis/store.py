@@ -7,7 +7,7 @@ function the embedded backend uses), then one ``MULTI``/``EXEC`` writes the reco
 makes ``EXEC`` fail and the change is simply recomputed, so ``claim`` and ``cancel``
 are atomic across every process.
 
-Redis going away for a moment (a restart) is waited out for up to ``OUTAGE_GRACE``
+Redis going away for a moment (a restart, a freeze) is waited out for up to ``OUTAGE_GRACE``
 seconds. A retried ``EXEC`` whose first attempt did land is recognised by the
 change's random ``nonce`` stored in the same transaction, so no event is doubled.
 
