@@ -282,7 +282,8 @@ class _DocumentSink:
             spool = self.spools.get(name) or self.spools.setdefault(name, Group())
             spool.add(data, count)
         elif self.streaming:
-            self.out.write(b"," + data)
+            self.out.write(b",")  # apart: `b"," + data` would copy a whole feed's records
+            self.out.write(data)
         elif self.pending is None and count == 1 and name not in self.forced:
             self.pending = data
         else:
