@@ -45,6 +45,7 @@ class ZipSink:
     def __init__(self, out: BinaryIO) -> None:
         self.zip = ZipWriter(out)
         self.count = 0
+        self.safe: dict[str, str] = {}  # record name -> its part of the entry names
 
     def add(self, name: str, value: Any, forced: bool = False) -> None:
         self.add_encoded(name, 1, orjson.dumps(value))
@@ -52,7 +53,11 @@ class ZipSink:
     def add_encoded(self, name: str, count: int, data: bytes) -> None:
         """One record already in JSON (the native path's); ``count`` is always 1 here."""
         self.count += 1
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+        safe = self.safe.get(name)
+        if safe is None:  # records share a few names: each is made safe once
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+            if len(self.safe) < 1024:
+                self.safe[name] = safe
         self.zip.add(f"{self.count:06d}-{safe}.json", data)
 
     def finish(self) -> None:
