@@ -50,6 +50,14 @@ def xmlflow(
             {"XMLFLOW_SSE_KEEPALIVE": "soon"},
             "XMLFLOW_SSE_KEEPALIVE='soon' is not a number: it must be more than 0 and at most 15",
         ),
+        (  # no limit at all: gunicorn's workers failed to boot, every upload got 500
+            {"XMLFLOW_MAX_UPLOAD_MB": "inf"},
+            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, more than 0",
+        ),
+        (
+            {"XMLFLOW_MAX_DECOMPRESSED_MB": "1e999"},
+            "XMLFLOW_MAX_DECOMPRESSED_MB is inf: it must be a finite number, more than 0",
+        ),
         (
             {"XMLFLOW_REDIS_URL": "localhost:6379"},
             "XMLFLOW_REDIS_URL is not a Redis URL (scheme 'localhost'): it must be "

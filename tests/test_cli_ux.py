@@ -224,6 +224,10 @@ def test_a_setting_out_of_range_says_the_range_and_is_a_usage_error(tmp_path: Pa
             "XMLFLOW_STEP_TIMEOUT is 0, out of range: it must be more than 0 seconds "
             "(unset: no timeout)",
         ),
+        (  # every job failed "internal error: OverflowError"
+            {"XMLFLOW_MAX_UPLOAD_MB": "inf"},
+            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, more than 0",
+        ),
     ]:
         done = xmlflow("run", "a.xml", cwd=tmp_path, env=env)
         assert done.returncode == 2, done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import os
 import runpy
 from collections.abc import Callable, Mapping
@@ -206,6 +207,8 @@ def _check_numbers(s: Settings) -> None:
     the reader to guess (``XMLFLOW_JOB_MEMORY_MB=32`` needs at least 64)."""
     for var, (ok, allowed) in _RANGES.items():
         value = getattr(s, _ENV[var][0])
+        if value is not None and not math.isfinite(value):  # `inf`, `1e999`: no limit at all
+            raise BadSetting(f"{var} is {value:g}: it must be a finite number, {allowed}")
         if value is not None and not ok(value):
             raise BadSetting(f"{var} is {value:g}, out of range: it must be {allowed}")
 

@@ -32,6 +32,9 @@ class _Main(click.Group):
     def main(  # type: ignore[override]
         self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any
     ) -> Any:
+        for name in ("stdout", "stderr"):
+            if getattr(sys, name) is None:  # closed by the caller (`xmlflow run … >&-`)
+                setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # `xmlflow`, `xmlflow jobs`: the help

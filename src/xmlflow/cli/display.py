@@ -10,8 +10,10 @@ display loads rich, when it is made: plain text and JSON lines start without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import textwrap
 import time
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 ICONS = {"succeeded": "[green]✔[/]", "failed": "[red]✖[/]", "skipped": "[dim]–[/]"}
 PLAIN_ICONS = {"succeeded": "✔", "failed": "✖", "skipped": "–"}
+SUMMARY_ORDER = ("succeeded", "failed", "cancelled", "interrupted", "not ended")
 NAME_WIDTH = 18  # a file's column in the live display: the rest of 80 columns is the step's
 _POSITION = re.compile(r"^line (\d+), column (\d+): (.*)$", re.DOTALL)
 # What a terminal does not print as it is: C0 and C1 controls, and the line and bidi
@@ -322,6 +325,58 @@ class PlainReporter:
             self._line(summary(jobs))
 
 
+class DisplayStream:
+    """stdout for a display, which a run outlives: when writing it fails (the reader of
+    ``xmlflow run … | head`` left, ``> /dev/full``), the display stops, with one line on
+    stderr saying why, and the jobs go on to their end and their outputs. Before, the
+    first failed write ended the run with 4 of 60 outputs written."""
+
+    def __init__(self, stream: IO[str], command: str) -> None:
+        self.stream = stream
+        self.command = command
+        self.failed: OSError | None = None
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        if self.failed is None:
+            try:
+                self.stream.write(text)
+            except OSError as exc:
+                self._stop(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.failed is None:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                self._stop(exc)
+
+    def isatty(self) -> bool:
+        return is_terminal(self.stream)
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def _stop(self, exc: OSError) -> None:
+        self.failed = exc
+        with contextlib.suppress(OSError, ValueError):
+            # what is still buffered would fail again when Python flushes it at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            reason = exc.strerror or str(exc)
+            sys.stderr.write(
+                f"{self.command}: the display stopped, its output failed ({reason}); "
+                "the jobs go on\n"
+            )
+            sys.stderr.flush()
+
+
 def is_terminal(out: IO[str]) -> bool:
     """Whether ``out`` is a terminal, by rich's rule (without loading rich): the
     ``TTY_COMPATIBLE`` and ``FORCE_COLOR`` conventions first, then ``isatty()``."""
@@ -376,10 +431,10 @@ def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> st
 
 def summary(jobs: Sequence[FileJob]) -> str:
     """``3 files: 2 succeeded, 1 failed; 4 outputs``."""
-    counts: dict[str, int] = {}
+    counts = dict.fromkeys(SUMMARY_ORDER, 0)  # the same order whichever ended first
     for job in jobs:
         status = job.status or "not ended"
         counts[status] = counts.get(status, 0) + 1
-    states = ", ".join(f"{n} {status}" for status, n in counts.items())
+    states = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     outputs = plural(sum(len(job.outputs) for job in jobs), "output")
     return f"{plural(len(jobs), 'file')}: {states}; {outputs}"

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 import orjson
@@ -222,17 +222,19 @@ def _reporter(as_json: bool) -> Reporter:
     not every number and path on its lines: rich's guessing (its highlighter) costs a
     run ~30 ms of regular expressions before its first line.
     """
-    from .display import JsonLinesReporter, PlainReporter, is_terminal
+    from .display import DisplayStream, JsonLinesReporter, PlainReporter, is_terminal
 
+    # what the display writes and flushes, as a file (rich asks for one)
+    out = cast(IO[str], DisplayStream(sys.stdout, click.get_current_context().command_path))
     if as_json:
-        return JsonLinesReporter(sys.stdout)
+        return JsonLinesReporter(out)
     if not is_terminal(sys.stdout):
-        return PlainReporter(sys.stdout)
+        return PlainReporter(out)
     from rich.console import Console
 
     from .display import RichReporter
 
-    return RichReporter(Console(file=sys.stdout, highlight=False))
+    return RichReporter(Console(file=out, highlight=False))
 
 
 def _quiet_logs() -> None:

@@ -115,7 +115,10 @@ class LocalRun:
                 listening = Listening(service.events, jobs, settings.workers + 1)
                 self._follow(service, listening)
             except KeyboardInterrupt:
-                self._cancel_all(service, jobs, listening)
+                try:
+                    self._cancel_all(service, jobs, listening)
+                finally:  # what became of each file, and the terminal's cursor back
+                    self.reporter.finish(jobs)
                 raise
             finally:
                 if listening is not None:
