@@ -60,3 +60,34 @@ def test_an_upload_that_fills_the_disk_gets_507_and_leaves_nothing(small_disk: P
         assert server.wait_finished(job["id"])["status"] == "succeeded"
     finally:
         server.stop()
+
+
+def test_a_small_upload_to_a_full_disk_gets_507_and_health_leaves_nothing(
+    small_disk: Path,
+) -> None:
+    """Not a byte free: a 23-byte upload fails when its file is closed, not while it is
+    written. It got no answer at all (the cleanup raised the same error), and left a
+    0-byte ``.part``; each ``/api/health`` left its probe file."""
+    server = Server(config=None, data_dir=small_disk / "data").start()
+    filler = small_disk / "filler"
+    try:
+        with filler.open("wb") as f:  # every block of the disk
+            chunk = b"\0" * (1024 * 1024)
+            try:
+                while True:
+                    f.write(chunk)
+                    f.flush()
+            except OSError:
+                pass
+        for _ in range(3):
+            _assert_disk_full(_upload(server, b"<small>23 bytes</small>"))
+            health = httpx.get(server.url + "/api/health", timeout=30)
+            assert health.status_code == 503
+            assert "data_dir" in health.json()["failed"]
+        assert list((small_disk / "data" / "incoming").iterdir()) == []
+        filler.unlink()
+        (job,) = server.upload(("a.xml", b"<a/>"))
+        assert server.wait_finished(job["id"])["status"] == "succeeded"
+    finally:
+        filler.unlink(missing_ok=True)
+        server.stop()

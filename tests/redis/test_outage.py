@@ -180,3 +180,61 @@ def test_a_worker_started_while_redis_is_down_waits_for_it(outage_cluster: Clust
     assert_one_clean_run(web.events(job["id"]))
     assert_alive(worker)
     assert "cannot reach Redis" in worker.log_path.read_text()
+
+
+def _pauses(worker: Worker) -> list[float]:
+    """The pauses the worker announced after losing Redis, in order."""
+    text = worker.log_path.read_text()
+    return [
+        float(line.rsplit(" in ", 1)[1].split()[0])
+        for line in text.splitlines()
+        if "worker lost Redis" in line and "starting again in" in line
+    ]
+
+
+def _registered(server: RedisServer) -> bool:
+    try:
+        return bool(redis.Redis.from_url(server.url).keys("rq:worker:*"))
+    except redis.ConnectionError:
+        return False
+
+
+def test_an_outage_after_a_long_one_is_met_with_the_first_pause(outage_cluster: Cluster) -> None:
+    """Redis refusing writes makes RQ's worker quit, and each new worker that cannot
+    register waits longer (1, 2, 4, 8 s...). One that came back and registered, then met
+    a second, short outage, waits 1 s again: it waited the 30 s the long outage had
+    reached, and queued jobs went without it for half a minute."""
+    cluster = outage_cluster
+    worker = cluster.worker()
+    deadline = time.monotonic() + 20
+    while not _registered(cluster.redis):
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+    out_of_memory(cluster.redis)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(pause >= 4 for pause in _pauses(worker)):  # 1, 2, 4...
+            assert time.monotonic() < deadline, worker.log_path.read_text()
+            time.sleep(0.2)
+    finally:
+        memory_back(cluster.redis)
+    deadline = time.monotonic() + 40
+    while not _registered(cluster.redis) or "started with PID" not in _since_last_pause(worker):
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+    time.sleep(1)  # its bootstrap done
+    before = len(_pauses(worker))
+    out_of_memory(cluster.redis)  # a second, short outage
+    try:
+        deadline = time.monotonic() + 30
+        while len(_pauses(worker)) == before:
+            assert time.monotonic() < deadline, worker.log_path.read_text()
+            time.sleep(0.2)
+    finally:
+        memory_back(cluster.redis)
+    assert _pauses(worker)[before] == 1, worker.log_path.read_text()
+    assert_alive(worker)
+
+
+def _since_last_pause(worker: Worker) -> str:
+    return worker.log_path.read_text().rsplit("starting again in", 1)[-1]

@@ -120,10 +120,12 @@ def check_queue(svc: Service) -> dict[str, Any]:
 def check_data_dir(svc: Service) -> dict[str, Any]:
     """Write, sync and remove a small file where uploads arrive: the way an upload would."""
     probe = svc.data_dir / "incoming" / f".health-{secrets.token_hex(8)}"
-    with probe.open("xb") as f:
-        f.write(b"ok")
-        os.fsync(f.fileno())
-    probe.unlink()
+    try:
+        with probe.open("xb") as f:
+            f.write(b"ok")
+            os.fsync(f.fileno())
+    finally:  # a full disk makes the file and then refuses its bytes: not one left per poll
+        probe.unlink(missing_ok=True)
     free = shutil.disk_usage(svc.data_dir).free
     result: dict[str, Any] = {"ok": free >= MIN_FREE_BYTES, "free_bytes": free}
     if free < MIN_FREE_BYTES:

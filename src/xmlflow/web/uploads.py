@@ -61,7 +61,8 @@ class UploadRequest(Request):
     def discard_incoming(self) -> None:
         """Delete what was received and not turned into a job (errors, 413, disconnects)."""
         for path, stream in getattr(self, "incoming", []):
-            stream.close()
+            with contextlib.suppress(OSError):  # ENOSPC flushing a full disk's last bytes
+                stream.close()
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self.incoming = []

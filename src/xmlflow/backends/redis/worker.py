@@ -97,6 +97,11 @@ class XmlflowWorker(Worker):
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("job_monitoring_interval", HEARTBEAT_INTERVAL)
         super().__init__(*args, **kwargs)
+        self.registered = False  # its birth written to Redis: Redis was there for it
+
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[no-untyped-call]
+        self.registered = True
 
     @property
     def dequeue_timeout(self) -> int:
@@ -167,7 +172,6 @@ def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = N
             time.sleep(pause)  # no RQ signal handler yet: SIGTERM/SIGINT end the process
             pause = min(pause * 2, RESTART_PAUSE[1])
             continue
-        started = time.monotonic()
         try:
             worker.work(burst=burst, with_scheduler=False)
             if _stopping(worker) or (burst and _queue_empty(worker)):
@@ -175,8 +179,10 @@ def run_worker(client: redis.Redis, *, burst: bool = False, name: str | None = N
             reason = "RQ's worker quit (see its log above)"
         except Exception as exc:  # from anywhere in RQ: bootstrap, dequeue, heartbeat...
             reason = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() - started > RESTART_PAUSE[1]:
-            pause = RESTART_PAUSE[0]  # it had worked for a while: a new outage
+        if worker.registered:
+            # Redis was back for it: this is a new outage, met with the first pause (a
+            # worker back for 9 s after a long outage waited 30 s after the next, short one)
+            pause = RESTART_PAUSE[0]
         log.warning("worker lost Redis (%s); starting again in %.0f s", reason, pause)
         if _wait_out(worker, pause):
             return
