@@ -40,11 +40,11 @@ def xmlflow(
     [
         (
             {"XMLFLOW_MAX_UPLOAD_FILES": "-3"},
-            "XMLFLOW_MAX_UPLOAD_FILES is -3, out of range: it must be at least 1",
+            "XMLFLOW_MAX_UPLOAD_FILES is -3, out of range: it must be 1 to 1000000",
         ),
         (
             {"XMLFLOW_MAX_UPLOAD_FILES": "many"},
-            "XMLFLOW_MAX_UPLOAD_FILES='many' is not a whole number: it must be at least 1",
+            "XMLFLOW_MAX_UPLOAD_FILES='many' is not a whole number: it must be 1 to 1000000",
         ),
         (
             {"XMLFLOW_SSE_KEEPALIVE": "soon"},
@@ -52,11 +52,13 @@ def xmlflow(
         ),
         (  # no limit at all: gunicorn's workers failed to boot, every upload got 500
             {"XMLFLOW_MAX_UPLOAD_MB": "inf"},
-            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, more than 0",
+            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, "
+            "more than 0 and at most 1048576",
         ),
         (
             {"XMLFLOW_MAX_DECOMPRESSED_MB": "1e999"},
-            "XMLFLOW_MAX_DECOMPRESSED_MB is inf: it must be a finite number, more than 0",
+            "XMLFLOW_MAX_DECOMPRESSED_MB is inf: it must be a finite number, "
+            "more than 0 and at most 16777216",
         ),
         (
             {"XMLFLOW_REDIS_URL": "localhost:6379"},

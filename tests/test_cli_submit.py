@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -482,3 +483,33 @@ def test_zips_whose_members_overflow_an_upload_are_sent_again_apart(
     assert "4 files: 4 succeeded; 4 outputs" in proc.stdout
     saved = sorted(p.read_text() for p in out.iterdir())
     assert saved == ["<M>1</M>!", "<M>2</M>!", "<N>1</N>!", "<N>2</N>!"]
+
+
+@pytest.mark.parametrize("signum", [15, 1])  # SIGTERM, SIGHUP
+def test_submit_stopped_by_a_signal_says_how_to_follow_on(
+    small: Server, tmp_path: Path, signum: int
+) -> None:
+    """``timeout``, systemd or a closed terminal: as Ctrl-C, the display ends with what
+    became of each file and the command that follows the jobs on (it died silently,
+    leaving the terminal's cursor hidden)."""
+    (tmp_path / "held.xml").write_bytes(b"<held/>")
+    before = httpx.get(f"{small.url}/api/jobs", params={"limit": 1}).json()["total"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xmlflow", "submit", "held.xml", "-p", "held", "--url", small.url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{small.url}/api/jobs", params={"limit": 1}).json()["total"] == before:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1)  # following now
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    job_id = httpx.get(f"{small.url}/api/jobs", params={"limit": 1}).json()["jobs"][0]["id"]
+    httpx.post(f"{small.url}/api/jobs/{job_id}/cancel")  # the module's one runner, back
+    assert proc.returncode == 128 + signum, err
+    assert "held.xml: not ended" in out
+    assert err.strip().endswith(f"stopped following; the jobs go on: xmlflow jobs follow {job_id}")

@@ -217,16 +217,25 @@ def test_a_setting_out_of_range_says_the_range_and_is_a_usage_error(tmp_path: Pa
     for env, said in [
         (
             {"XMLFLOW_JOB_MEMORY_MB": "32"},
-            "XMLFLOW_JOB_MEMORY_MB is 32, out of range: it must be at least 64",
+            "XMLFLOW_JOB_MEMORY_MB is 32, out of range: it must be 64 to 16777216",
         ),
         (
             {"XMLFLOW_STEP_TIMEOUT": "0"},
-            "XMLFLOW_STEP_TIMEOUT is 0, out of range: it must be more than 0 seconds "
-            "(unset: no timeout)",
+            "XMLFLOW_STEP_TIMEOUT is 0, out of range: it must be more than 0 and at most "
+            "604800 seconds (unset: no timeout)",
+        ),
+        (  # setrlimit's OverflowError in every job's process
+            {"XMLFLOW_JOB_MEMORY_MB": "99999999999999999999999999"},
+            "XMLFLOW_JOB_MEMORY_MB is 1e+26, out of range: it must be 64 to 16777216",
+        ),
+        (  # a sweeper thread dead of time_t's overflow; 0 spun at 100 % CPU
+            {"XMLFLOW_SWEEP_INTERVAL": "0"},
+            "XMLFLOW_SWEEP_INTERVAL is 0, out of range: it must be 0.1 to 86400 seconds",
         ),
         (  # every job failed "internal error: OverflowError"
             {"XMLFLOW_MAX_UPLOAD_MB": "inf"},
-            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, more than 0",
+            "XMLFLOW_MAX_UPLOAD_MB is inf: it must be a finite number, "
+            "more than 0 and at most 1048576",
         ),
     ]:
         done = xmlflow("run", "a.xml", cwd=tmp_path, env=env)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
@@ -10,6 +9,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import BackendUnavailable, DiskFull, XmlflowError, is_backend_outage
+from .jobfiles import is_disk_full
 from .service import Service
 from .settings import load_settings
 from .web import api, auth, health, metrics, openapi, security, stream, ui
@@ -75,7 +75,7 @@ def _register_errors(app: Flask) -> None:
         if is_backend_outage(exc):
             log.warning("Redis unavailable on %s %s: %s", request.method, request.path, exc)
             return nice_error(BackendUnavailable.of_redis(exc))
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        if is_disk_full(exc):  # the upload's file, or the job store's own (SQLite) write
             log.warning("no space left on %s %s: %s", request.method, request.path, exc)
             return nice_error(DiskFull("the server's data folder is full; try again later"))
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -180,23 +180,32 @@ def load_settings(
 
 # Each number setting's allowed values: the test, and how the refusal words it.
 _RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    "XMLFLOW_MAX_UPLOAD_MB": (lambda v: v > 0, "more than 0"),
-    "XMLFLOW_MAX_UPLOAD_FILES": (lambda v: v >= 1, "at least 1"),
-    "XMLFLOW_MAX_EXPANSION_RATIO": (lambda v: v >= 1, "at least 1"),
-    "XMLFLOW_MAX_DECOMPRESSED_MB": (lambda v: v > 0, "more than 0"),
-    "XMLFLOW_WORKERS": (lambda v: v >= 1, "at least 1"),
-    "XMLFLOW_RETENTION_HOURS": (lambda v: v > 0, "more than 0"),
-    "XMLFLOW_MAX_QUEUED": (lambda v: v >= 1, "at least 1"),
-    "XMLFLOW_STEP_TIMEOUT": (lambda v: v > 0, "more than 0 seconds (unset: no timeout)"),
-    "XMLFLOW_JOB_MEMORY_MB": (lambda v: v >= 64, "at least 64"),
+    # Upper bounds are far past any real use: past them a value reaches the OS or C as
+    # an overflow (setrlimit, time_t), a busy loop, or a limit that limits nothing.
+    "XMLFLOW_MAX_UPLOAD_MB": (lambda v: 0 < v <= 2**20, "more than 0 and at most 1048576"),
+    "XMLFLOW_MAX_UPLOAD_FILES": (lambda v: 1 <= v <= 10**6, "1 to 1000000"),
+    "XMLFLOW_MAX_EXPANSION_RATIO": (lambda v: 1 <= v <= 10**6, "1 to 1000000"),
+    "XMLFLOW_MAX_DECOMPRESSED_MB": (lambda v: 0 < v <= 2**24, "more than 0 and at most 16777216"),
+    "XMLFLOW_WORKERS": (lambda v: 1 <= v <= 256, "1 to 256"),
+    "XMLFLOW_RETENTION_HOURS": (lambda v: 0 < v <= 87600, "more than 0 and at most 87600"),
+    "XMLFLOW_MAX_QUEUED": (lambda v: 1 <= v <= 10**7, "1 to 10000000"),
+    "XMLFLOW_STEP_TIMEOUT": (
+        lambda v: 0 < v <= 7 * 86400,
+        "more than 0 and at most 604800 seconds (unset: no timeout)",
+    ),
+    "XMLFLOW_JOB_MEMORY_MB": (lambda v: 64 <= v <= 2**24, "64 to 16777216"),
     "XMLFLOW_SSE_KEEPALIVE": (lambda v: 0 < v <= 15, "more than 0 and at most 15"),
     "XMLFLOW_SESSION_HOURS": (lambda v: 0 < v <= 24 * 366, f"more than 0 and at most {24 * 366}"),
-    "XMLFLOW_AUTH_FAILURES_PER_MINUTE": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_AUTH_FAILURES_PER_MINUTE": (
+        lambda v: 0 < v <= 10**6,
+        "more than 0 and at most 1000000",
+    ),
     "XMLFLOW_TRUSTED_PROXIES": (lambda v: 0 <= v <= 10, "0 to 10"),
-    "XMLFLOW_RETRIES": (lambda v: v >= 0, "at least 0"),
-    "XMLFLOW_LEASE_SECONDS": (lambda v: v >= 3, "at least 3"),
+    "XMLFLOW_SWEEP_INTERVAL": (lambda v: 0.1 <= v <= 86400, "0.1 to 86400 seconds"),
+    "XMLFLOW_RETRIES": (lambda v: 0 <= v <= 100, "0 to 100"),
+    "XMLFLOW_LEASE_SECONDS": (lambda v: 3 <= v <= 86400, "3 to 86400"),
     "XMLFLOW_WEBHOOK_ATTEMPTS": (lambda v: 1 <= v <= 100, "1 to 100"),
-    "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": (lambda v: v > 0, "more than 0"),
+    "XMLFLOW_WEBHOOK_MAX_AGE_HOURS": (lambda v: 0 < v <= 87600, "more than 0 and at most 87600"),
     "XMLFLOW_WEBHOOK_BACKOFF": (lambda v: 0.01 <= v <= 3600, "0.01 to 3600"),
     "XMLFLOW_WEBHOOK_TIMEOUT": (lambda v: 0.1 <= v <= 120, "0.1 to 120"),
 }

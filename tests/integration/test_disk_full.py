@@ -3,6 +3,7 @@ and the server goes on serving (with a data folder on a small tmpfs of its own).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,26 @@ def test_a_small_upload_to_a_full_disk_gets_507_and_health_leaves_nothing(
             health = httpx.get(server.url + "/api/health", timeout=30)
             assert health.status_code == 503
             assert "data_dir" in health.json()["failed"]
+        assert list((small_disk / "data" / "incoming").iterdir()) == []
+        filler.unlink()
+        (job,) = server.upload(("a.xml", b"<a/>"))
+        assert server.wait_finished(job["id"])["status"] == "succeeded"
+    finally:
+        filler.unlink(missing_ok=True)
+        server.stop()
+
+
+def test_an_upload_whose_job_record_does_not_fit_gets_507(small_disk: Path) -> None:
+    """The file fits, the job store's (SQLite's) write of its record does not: 507 too,
+    and nothing kept (it was a 500)."""
+    server = Server(config=None, data_dir=small_disk / "data").start()
+    filler = small_disk / "filler"
+    try:
+        free = shutil.disk_usage(small_disk).free
+        filler.write_bytes(b"\0" * (free - 8 * 1024))  # 8 KB left: the upload, not its record
+        refused = [_upload(server, b"<small>34 bytes of XML here</small>") for _ in range(3)]
+        for response in refused:
+            _assert_disk_full(response)
         assert list((small_disk / "data" / "incoming").iterdir()) == []
         filler.unlink()
         (job,) = server.upload(("a.xml", b"<a/>"))

@@ -238,3 +238,33 @@ def test_an_outage_after_a_long_one_is_met_with_the_first_pause(outage_cluster: 
 
 def _since_last_pause(worker: Worker) -> str:
     return worker.log_path.read_text().rsplit("starting again in", 1)[-1]
+
+
+def test_an_idle_worker_waits_for_redis_at_most_a_heartbeat_between_tries(
+    outage_cluster: Cluster,
+) -> None:
+    """RQ's own tries to reach Redis while it waits for a job doubled to 60 s, and the
+    wait carried over to the next outage: an idle worker slept a minute through a
+    5-second one. Here no wait between tries is longer than 5 s."""
+    cluster = outage_cluster
+    worker = cluster.worker()
+    deadline = time.monotonic() + 20
+    while not _registered(cluster.redis):
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+    cluster.redis.stop()
+    try:
+        time.sleep(20)  # 1, 2, 4, 8, 16... before
+    finally:
+        cluster.redis.start()
+    waits = [
+        int(line.rsplit("retrying in ", 1)[1].split()[0])
+        for line in worker.log_path.read_text().splitlines()
+        if "could not connect to Redis instance" in line
+    ]
+    assert waits and max(waits) <= 5, worker.log_path.read_text()
+    deadline = time.monotonic() + 10
+    while not _registered(cluster.redis):
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+    assert_alive(worker)

@@ -602,6 +602,7 @@ def _upload(
     _check_queue_room(sum(weights), len(files), room)
     size = room.per_upload or sum(weights)
     sent = _Sent([], 0)
+    _stop_on_signals()  # SIGTERM, SIGHUP while sending: as Ctrl-C
     try:
         while sent.count < len(files):
             end = _batch_end(weights, sent.count, size)
@@ -623,11 +624,11 @@ def _upload(
                 return sent
             sent.jobs += _file_jobs(client, batch, job_ids)
             sent.count += len(batch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if sent.jobs:
             ids = " ".join(job.job_id for job in sent.jobs)
             click.echo(f"stopped sending; the jobs sent go on: xmlflow jobs follow {ids}", err=True)
-        sys.exit(130)
+        sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
     return sent
 
 
@@ -709,6 +710,7 @@ def _watch(
     by_id = {job.job_id: job for job in jobs}
     taken: set[Path] = set()  # outputs written by this command: none replaces another
     reporter.start(jobs, steps)
+    _stop_on_signals()  # SIGTERM, SIGHUP: as Ctrl-C, not a dead display and no word
     try:
         for event in client.follow(list(by_id)):
             job = by_id[event.job_id]
@@ -716,11 +718,11 @@ def _watch(
             if event.type is EventType.END:
                 _ended(client, job, event.data, out_dir, taken)
             reporter.event(job, event)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         reporter.finish(jobs)
         left = " ".join(job.job_id for job in jobs if not job.done)
         click.echo(f"stopped following; the jobs go on: xmlflow jobs follow {left}", err=True)
-        sys.exit(130)
+        sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
     except ApiError:
         reporter.finish(jobs)
         raise

@@ -93,6 +93,11 @@ class XmlflowWorker(Worker):
     and keeps it ``WORKER_TTL`` seconds.
     """
 
+    # RQ's own wait between tries when Redis refuses its wait for a job doubles up to 60 s
+    # and is only reset by a job: after a long outage, an idle worker slept up to a minute
+    # through the next short one while jobs queued. No longer than a heartbeat here.
+    max_connection_wait_time = float(HEARTBEAT_INTERVAL)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("worker_ttl", WORKER_TTL)
         kwargs.setdefault("job_monitoring_interval", HEARTBEAT_INTERVAL)
