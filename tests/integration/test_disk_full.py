@@ -85,10 +85,7 @@ def test_a_small_upload_to_a_full_disk_gets_507_and_health_leaves_nothing(
             health = httpx.get(server.url + "/api/health", timeout=30)
             assert health.status_code == 503
             assert "data_dir" in health.json()["failed"]
-        assert list((small_disk / "data" / "incoming").iterdir()) == []
-        filler.unlink()
-        (job,) = server.upload(("a.xml", b"<a/>"))
-        assert server.wait_finished(job["id"])["status"] == "succeeded"
+        _nothing_kept_and_room_again(server, small_disk, filler)
     finally:
         filler.unlink(missing_ok=True)
         server.stop()
@@ -105,10 +102,15 @@ def test_an_upload_whose_job_record_does_not_fit_gets_507(small_disk: Path) -> N
         refused = [_upload(server, b"<small>34 bytes of XML here</small>") for _ in range(3)]
         for response in refused:
             _assert_disk_full(response)
-        assert list((small_disk / "data" / "incoming").iterdir()) == []
-        filler.unlink()
-        (job,) = server.upload(("a.xml", b"<a/>"))
-        assert server.wait_finished(job["id"])["status"] == "succeeded"
+        _nothing_kept_and_room_again(server, small_disk, filler)
     finally:
         filler.unlink(missing_ok=True)
         server.stop()
+
+
+def _nothing_kept_and_room_again(server: Server, disk: Path, filler: Path) -> None:
+    """No upload's file is left, and once room is made the same server runs a job."""
+    assert list((disk / "data" / "incoming").iterdir()) == []
+    filler.unlink()
+    (job,) = server.upload(("a.xml", b"<a/>"))
+    assert server.wait_finished(job["id"])["status"] == "succeeded"

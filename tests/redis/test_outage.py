@@ -199,6 +199,13 @@ def _registered(server: RedisServer) -> bool:
         return False
 
 
+def _wait_registered(server: RedisServer, worker: Worker, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not _registered(server):
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+
+
 def test_an_outage_after_a_long_one_is_met_with_the_first_pause(outage_cluster: Cluster) -> None:
     """Redis refusing writes makes RQ's worker quit, and each new worker that cannot
     register waits longer (1, 2, 4, 8 s...). One that came back and registered, then met
@@ -206,10 +213,7 @@ def test_an_outage_after_a_long_one_is_met_with_the_first_pause(outage_cluster: 
     reached, and queued jobs went without it for half a minute."""
     cluster = outage_cluster
     worker = cluster.worker()
-    deadline = time.monotonic() + 20
-    while not _registered(cluster.redis):
-        assert time.monotonic() < deadline, worker.log_path.read_text()
-        time.sleep(0.2)
+    _wait_registered(cluster.redis, worker, 20)
     out_of_memory(cluster.redis)
     try:
         deadline = time.monotonic() + 60
@@ -248,10 +252,7 @@ def test_an_idle_worker_waits_for_redis_at_most_a_heartbeat_between_tries(
     5-second one. Here no wait between tries is longer than 5 s."""
     cluster = outage_cluster
     worker = cluster.worker()
-    deadline = time.monotonic() + 20
-    while not _registered(cluster.redis):
-        assert time.monotonic() < deadline, worker.log_path.read_text()
-        time.sleep(0.2)
+    _wait_registered(cluster.redis, worker, 20)
     cluster.redis.stop()
     try:
         time.sleep(20)  # 1, 2, 4, 8, 16... before
@@ -263,8 +264,5 @@ def test_an_idle_worker_waits_for_redis_at_most_a_heartbeat_between_tries(
         if "could not connect to Redis instance" in line
     ]
     assert waits and max(waits) <= 5, worker.log_path.read_text()
-    deadline = time.monotonic() + 10
-    while not _registered(cluster.redis):
-        assert time.monotonic() < deadline, worker.log_path.read_text()
-        time.sleep(0.2)
+    _wait_registered(cluster.redis, worker, 10)
     assert_alive(worker)
