@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from xmlflow.cli.display import FileJob, PlainReporter
 from xmlflow.models import Event, EventType
 
-from .conftest import write_config
+from .conftest import descendant_pids, write_config
 
 BAR = "━"
 
@@ -114,6 +115,16 @@ def _ticks(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     return config, names
 
 
+def _ticking(run: subprocess.Popen[Any]) -> None:
+    """Wait until the run's first job is in its step: the run's zygote and its fork, the
+    job's process, are there (then a moment for the step to start ticking)."""
+    deadline = time.monotonic() + 20
+    while len(descendant_pids(run.pid)) < 2:
+        assert time.monotonic() < deadline, "no job's process"
+        time.sleep(0.1)
+    time.sleep(1)
+
+
 def _plain_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TTY_COMPATIBLE")}
     env.pop("FORCE_COLOR", None)
@@ -134,7 +145,7 @@ def test_a_stopped_run_still_says_what_became_of_each_file(tmp_path: Path, signu
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # the first job is ticking, the others wait
+    _ticking(run)  # the first job is ticking, the others wait
     run.send_signal(signum)
     out, err = run.communicate(timeout=30)
     assert run.returncode == 128 + signum, err
@@ -156,7 +167,7 @@ def test_a_stopped_run_gives_the_terminal_its_cursor_back(tmp_path: Path) -> Non
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(3)
+    _ticking(run)
     run.send_signal(signal.SIGINT)
     out, _ = run.communicate(timeout=30)
     assert run.returncode == 130
