@@ -210,10 +210,7 @@ class RichReporter:
         running = self.running.get(task)
         label = running.label if running else ""
         where = ""
-        fraction = float(data.get("fraction") or 0)
-        size = int(data.get("total") or job.size)  # a streaming step says its bytes itself
-        if data.get("done") is not None and size:
-            fraction = min(int(data["done"]) / size, 1.0)
+        size, fraction = where_in_input(job, data)
         if running and size and fraction > 0:
             where = " " + reading_rate(size, fraction, *running.seen(fraction))
         message = f" [dim]{escape(data['message'])}[/]" if data.get("message") else ""
@@ -302,12 +299,9 @@ class PlainReporter:
                 self._line(f"  {located_error(printable(str(job.source)), data['error'])}")
         elif event.type is EventType.PROGRESS:
             running = self.running.get(job.job_id)
-            size = int(data.get("total") or job.size)
+            size, fraction = where_in_input(job, data)
             if running is None or not size:
                 return
-            fraction = float(data.get("fraction") or 0)
-            if data.get("done") is not None:
-                fraction = min(int(data["done"]) / size, 1.0)
             moved, seconds = running.seen(fraction)
             if time.monotonic() - self.said[job.job_id] >= self.every:
                 self.said[job.job_id] = time.monotonic()
@@ -408,6 +402,17 @@ def job_ended(job: FileJob) -> str:
     """``/data/a.xml: succeeded, 1 output``."""
     outputs = f", {plural(len(job.outputs), 'output')}" if job.outputs else ""
     return f"{printable(str(job.source))}: {job.status or 'not ended'}{outputs}"
+
+
+def where_in_input(job: FileJob, data: dict[str, Any]) -> tuple[int, float]:
+    """(the input's size, the fraction of it read) from a ``progress`` event: the bytes
+    a streaming step says it read of its own total, else the step's fraction of the
+    file's size."""
+    fraction = float(data.get("fraction") or 0)
+    size = int(data.get("total") or job.size)
+    if data.get("done") is not None and size:
+        fraction = min(int(data["done"]) / size, 1.0)
+    return size, fraction
 
 
 def reading_rate(size: int, fraction: float, moved: float, seconds: float) -> str:
