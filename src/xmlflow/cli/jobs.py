@@ -178,10 +178,8 @@ def run(
         raise Failed(exc.message) from None
     except OSError as exc:  # the temporary folder full, a file gone: this machine's say
         raise Failed(str(exc)) from None
-    except Stopped as exc:
-        sys.exit(128 + exc.signum)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a Stopped signal
+        sys.exit(exit_status(exc))
     exit_without_teardown()  # every job, thread and process of the run has ended
     sys.exit(0 if all(job.status == "succeeded" for job in jobs) else 1)
 
@@ -193,6 +191,11 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped the command (143 SIGTERM, 129 SIGHUP), 130 for Ctrl-C."""
+    return 128 + exc.signum if isinstance(exc, Stopped) else 130
 
 
 def _stop_on_signals() -> None:
@@ -628,7 +631,7 @@ def _upload(
         if sent.jobs:
             ids = " ".join(job.job_id for job in sent.jobs)
             click.echo(f"stopped sending; the jobs sent go on: xmlflow jobs follow {ids}", err=True)
-        sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
+        sys.exit(exit_status(exc))
     return sent
 
 
@@ -722,7 +725,7 @@ def _watch(
         reporter.finish(jobs)
         left = " ".join(job.job_id for job in jobs if not job.done)
         click.echo(f"stopped following; the jobs go on: xmlflow jobs follow {left}", err=True)
-        sys.exit(128 + exc.signum if isinstance(exc, Stopped) else 130)
+        sys.exit(exit_status(exc))
     except ApiError:
         reporter.finish(jobs)
         raise
